@@ -1,0 +1,92 @@
+"""Typed errors shared by every nbio layer.
+
+Engine reasons handed to ``on_close(conn, exc)``:
+
+* ``None`` - closed locally (``conn.close()`` / ``conn.abort()`` / engine shutdown)
+* :class:`ClosedByPeer` - the peer closed its side (EOF)
+* :class:`ConnectionResetError` (builtin) or another :class:`OSError` - socket error such as a reset
+* :class:`DeadlineExceeded` - a read, write or idle deadline fired
+* :class:`WriteBufferOverflow` - the peer did not read fast enough and the write queue
+  outgrew ``max_write_buffer``
+* any other exception - raised by a user callback for this connection (it is logged too)
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = [
+    "ClosedByPeer",
+    "ConnectionClosed",
+    "ConnectionLost",
+    "DeadlineExceeded",
+    "MessageTooBig",
+    "NbioError",
+    "ProtocolError",
+    "RpcError",
+    "RpcTimeout",
+    "TooManyConnections",
+    "WriteBufferOverflow",
+]
+
+
+class NbioError(Exception):
+    """Base class of every error nbio raises on its own behalf."""
+
+
+class ConnectionClosed(NbioError, ConnectionError):
+    """The connection is closed; ``code`` and ``reason`` say how (``code`` is a
+    WebSocket close code where there is one, else ``None``)."""
+
+    def __init__(self, code: Optional[int] = None, reason: str = "connection closed") -> None:
+        super().__init__(reason if code is None else f"{code} {reason}".strip())
+        self.code = code
+        self.reason = reason
+
+
+class ClosedByPeer(ConnectionClosed):
+    """The peer closed the connection (EOF)."""
+
+    def __init__(self, reason: str = "connection closed by peer") -> None:
+        super().__init__(None, reason)
+
+
+class DeadlineExceeded(NbioError, TimeoutError):
+    """A read, write or idle deadline expired; ``kind`` is ``"read"``, ``"write"`` or ``"idle"``."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"{kind} deadline exceeded")
+        self.kind = kind
+
+
+class WriteBufferOverflow(NbioError):
+    """More bytes are queued for the peer than the connection's ``max_write_buffer`` allows."""
+
+    def __init__(self, buffered: int, limit: int) -> None:
+        super().__init__(f"write buffer overflow: {buffered} bytes queued, limit {limit}")
+        self.buffered = buffered
+        self.limit = limit
+
+
+class TooManyConnections(NbioError):
+    """The engine's ``max_connections`` limit was reached."""
+
+
+class ProtocolError(NbioError):
+    """The peer broke the protocol (malformed frame, request or message)."""
+
+
+class MessageTooBig(ProtocolError):
+    """A frame, message or body is larger than the configured limit."""
+
+
+class RpcError(NbioError):
+    """An RPC failed on the remote side; the message is the remote error text."""
+
+
+class RpcTimeout(RpcError, TimeoutError):
+    """An RPC call got no response within its timeout."""
+
+
+class ConnectionLost(NbioError, ConnectionError):
+    """The connection carrying an RPC dropped before the call was answered."""
