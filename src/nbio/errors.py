@@ -20,6 +20,8 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionLost",
     "DeadlineExceeded",
+    "HTTPMessageTooBig",
+    "HTTPProtocolError",
     "MessageTooBig",
     "NbioError",
     "ProtocolError",
@@ -90,3 +92,21 @@ class RpcTimeout(RpcError, TimeoutError):
 
 class ConnectionLost(NbioError, ConnectionError):
     """The connection carrying an RPC dropped before the call was answered."""
+
+
+class HTTPProtocolError(ProtocolError):
+    """An HTTP/1.x peer broke the protocol.
+
+    ``status`` is the HTTP status a server answers with before closing the connection
+    (400, 413, 414, 431, 501 or 505); it is ``None`` when a client received a malformed
+    response. ``reason`` is a short human-readable explanation.
+    """
+
+    def __init__(self, status: Optional[int], reason: str) -> None:
+        super().__init__(reason if status is None else f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class HTTPMessageTooBig(HTTPProtocolError, MessageTooBig):
+    """An HTTP message body is larger than the configured limit (status 413 on a server)."""
