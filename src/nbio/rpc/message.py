@@ -113,6 +113,11 @@ def _check_bytes(cmd: int, flags: int, coder_flags: int) -> None:
         raise ValueError("cmd, flags and coder_flags are bytes (0..255)")
 
 
+def _check_seq(seq: int) -> None:
+    if not 0 <= seq <= 0xFFFFFFFFFFFFFFFF:
+        raise OverflowError("seq is a uint64")
+
+
 class Message:
     """One arpc message, parsed. Fields are read-only; build frames with :func:`encode`.
 
@@ -140,8 +145,7 @@ class Message:
         coder_flags: int = 0,
     ) -> None:
         _check_bytes(cmd, flags, coder_flags)
-        if not 0 <= seq < 1 << 64:
-            raise OverflowError("seq is a uint64")
+        _check_seq(seq)
         s = object.__setattr__
         s(self, "cmd_byte", cmd)
         s(self, "flags", flags)
@@ -235,6 +239,7 @@ def encode(
     """Build one frame. ``cmd`` is the whole command byte (a stream's bits included);
     ``payload`` is bytes-like (a str is sent as UTF-8)."""
     _check_bytes(cmd, flags, coder_flags)
+    _check_seq(seq)
     mb = _method_bytes(method)
     if len(mb) > MAX_METHOD_LEN:
         raise ValueError(f"invalid method length: {len(mb)}, should <= {MAX_METHOD_LEN}")
@@ -259,6 +264,7 @@ def encode_header(
     """Header and method of a frame whose payload (``payload_len`` bytes) is written
     separately, e.g. with writev."""
     _check_bytes(cmd, flags, coder_flags)
+    _check_seq(seq)
     mb = _method_bytes(method)
     if len(mb) > MAX_METHOD_LEN:
         raise ValueError(f"invalid method length: {len(mb)}, should <= {MAX_METHOD_LEN}")
