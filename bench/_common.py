@@ -1,0 +1,366 @@
+"""Shared helpers for every nbio bench script.
+
+Everything a bench needs around the measurement itself:
+
+* spawning children that can never outlive the bench (``PR_SET_PDEATHSIG`` + a registry that is
+  killed on exit, on error and on SIGINT/SIGTERM), reading their stdout lines with a deadline;
+* CPU placement (``os.sched_setaffinity``): the server on one core, the load generator on another;
+* process figures from ``/proc``: ``utime``/``stime`` of all threads (``/proc/PID/stat`` fields 14
+  and 15), ``VmRSS``, the number of open fds;
+* waiting for a TCP port, printing a table, and the final JSON line
+  ``{"bench": NAME, "results": {SERVER: {FIGURE: number}}}`` (see shared/BENCHMARKS.md).
+
+Only the standard library is used here, so load generators can import this module cheaply.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import math
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+SRC_DIR = REPO_DIR / "src"
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+#: The four TCP servers of ``servers_tcp.py``, in the order the benches run them.
+TCP_SERVERS = ("nbio-native", "nbio-portable", "uvloop-protocol", "asyncio-protocol")
+#: The peer every ratio is taken against.
+BASELINE = "uvloop-protocol"
+
+
+# --------------------------------------------------------------------------------------------
+# CPU placement
+# --------------------------------------------------------------------------------------------
+
+
+def cpu_layout() -> tuple[int | None, int | None]:
+    """Return ``(server_cpu, client_cpu)``: two distinct CPUs, or ``(None, None)`` if < 2."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return cpus[0], cpus[1]
+
+
+def pin(pid: int, cpu: int | None) -> None:
+    """Pin process ``pid`` (0 = this process) to one CPU; no-op when ``cpu`` is None.
+
+    Only the main thread is pinned by ``sched_setaffinity``; threads created later inherit it.
+    """
+    if cpu is not None:
+        os.sched_setaffinity(pid, {cpu})
+
+
+# --------------------------------------------------------------------------------------------
+# /proc readings
+# --------------------------------------------------------------------------------------------
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """``(utime, stime)`` in seconds of process ``pid``, summed over all its threads.
+
+    ``/proc/PID/stat`` of a thread-group leader already aggregates every thread (live and
+    exited) of the process; fields 14 and 15, in clock ticks (usually 10 ms).
+    """
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        raw = f.read()
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    # fields[0] is field 3 (state), so field N is fields[N - 3].
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpus_busy(cpus: Iterable[int]) -> float:
+    """Seconds the given CPUs spent busy (user+nice+system+steal, from ``/proc/stat``).
+
+    Compared with the CPU time of the bench's own processes on those CPUs, this shows how much
+    other load (other processes, the hypervisor stealing time) disturbed a measurement.
+    """
+    wanted = {f"cpu{c}" for c in cpus}
+    busy = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] in wanted:
+                user, nice, system = int(parts[1]), int(parts[2]), int(parts[3])
+                steal = int(parts[8]) if len(parts) > 8 else 0
+                busy += user + nice + system + steal
+    return busy / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    """``VmRSS`` of process ``pid`` in bytes."""
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def fd_count(pid: int) -> int:
+    """Number of open file descriptors of process ``pid``."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# --------------------------------------------------------------------------------------------
+# Child processes
+# --------------------------------------------------------------------------------------------
+
+_children: list[Child] = []
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:  # pragma: no cover - best effort; the registry still kills children
+        pass
+
+
+class Child:
+    """A subprocess with line-oriented stdout, a deadline on every read, and a sure death.
+
+    The child is killed (SIGKILL) when this process dies for any reason, and by
+    :meth:`stop`, :func:`kill_all` (atexit) or the context manager exit.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cpu: int | None = None,
+        env: dict[str, str] | None = None,
+        name: str = "",
+    ) -> None:
+        self.name = name or Path(argv[1] if len(argv) > 1 else argv[0]).name
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # inherited: tracebacks of children show up in the bench output
+            env=env,
+            preexec_fn=_die_with_parent,
+            cwd=str(REPO_DIR),
+        )
+        _children.append(self)
+        self.pid = self.proc.pid
+        self._buf = b""
+        assert self.proc.stdout is not None
+        self._fd = self.proc.stdout.fileno()
+        os.set_blocking(self._fd, False)
+        pin(self.pid, cpu)
+
+    def readline(self, timeout: float) -> str:
+        """Next stdout line (without newline); raise ``TimeoutError`` / ``EOFError``."""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._fd, selectors.EVENT_READ)
+            while b"\n" not in self._buf:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    raise TimeoutError(f"{self.name}: no output line within {timeout:.0f} s")
+                chunk = os.read(self._fd, 65536)
+                if not chunk:
+                    rc = self.proc.wait(timeout=5)
+                    raise EOFError(f"{self.name} exited (rc={rc}) before printing a line")
+                self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode(errors="replace").rstrip("\r")
+
+    def expect(self, prefix: str, timeout: float) -> str:
+        """Read lines until one starts with ``prefix``; return the rest of that line."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.readline(max(0.0, deadline - time.monotonic()))
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+            print(f"  [{self.name}] {line}", file=sys.stderr)
+
+    def send(self, line: str) -> None:
+        """Write one line to the child's stdin."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, grace: float = 3.0) -> int | None:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the exit code."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        if self in _children:
+            _children.remove(self)
+        return self.proc.returncode
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def kill_all() -> None:
+    """Kill every child still registered (called at exit), the most recent (clients) first."""
+    for child in reversed(list(_children)):
+        try:
+            child.proc.kill()
+            child.proc.wait(timeout=5)
+        except Exception:
+            pass
+        _children.remove(child)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    kill_all()
+    raise SystemExit(128 + signum)
+
+
+def install_cleanup() -> None:
+    """Kill children at exit and on SIGINT/SIGTERM/SIGHUP (even if SIGINT was inherited ignored)."""
+    atexit.register(kill_all)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+
+
+def python_env() -> dict[str, str]:
+    """Environment for children: unbuffered, with ``src/`` reachable if nbio is not installed.
+
+    ``src/`` is appended (not prepended) to ``PYTHONPATH`` so an installed nbio wins.
+    """
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(SRC_DIR) not in paths:
+        paths.append(str(SRC_DIR))
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+def start_tcp_server(name: str, cpu: int | None, timeout: float = 20.0) -> tuple[Child, int]:
+    """Start ``servers_tcp.py --server NAME --port 0`` pinned to ``cpu``; return (child, port)."""
+    child = Child(
+        [sys.executable, str(BENCH_DIR / "servers_tcp.py"), "--server", name, "--port", "0"],
+        cpu=cpu,
+        env=python_env(),
+        name=name,
+    )
+    try:
+        port = int(child.expect("READY", timeout).split()[0])
+        wait_port("127.0.0.1", port, timeout)
+    except BaseException:
+        child.stop()
+        raise
+    return child, port
+
+
+def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
+    """Block until a TCP connect to ``(host, port)`` succeeds, or raise ``TimeoutError``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{host}:{port} not accepting connections") from None
+            time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def fmt(value: Any) -> str:
+    """Format a table cell: thousands separators for big numbers, 3 significant digits else."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.3g}" if abs(value) >= 1 else f"{value:.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Print a plain, right-aligned text table (first column left-aligned)."""
+    cells = [list(headers)] + [[fmt(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+        )
+
+    print(line(cells[0]))
+    print("  ".join("-" * w for w in widths))
+    for r in cells[1:]:
+        print(line(r))
+
+
+def ratio(value: float | None, base: float | None) -> float | None:
+    """``value / base`` or None when either is missing or the base is zero."""
+    if value is None or base is None or base == 0:
+        return None
+    return value / base
+
+
+def emit_json(bench: str, results: dict[str, dict[str, float]], **extra: Any) -> None:
+    """Print the final line: ``{"bench": NAME, "results": {...}}`` (plus optional extra keys)."""
+    doc: dict[str, Any] = {"bench": bench, "results": results}
+    doc.update(extra)
+    print(json.dumps(doc, separators=(", ", ": ")), flush=True)
+
+
+def warn(msg: str) -> None:
+    """Print a warning to stdout (it belongs to the human-readable report)."""
+    print(f"WARNING: {msg}", flush=True)
+
+
+def machine_info() -> str:
+    """One line describing the machine and interpreter, for the report header."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{time.strftime('%Y-%m-%d %H:%M')}  {os.cpu_count()} CPU {model}  "
+        f"Python {sys.version.split()[0]}  {os.uname().sysname} {os.uname().release}"
+    )
