@@ -365,6 +365,17 @@ cdef class FrameReader:
             if self._tail is not None:
                 tail = self._tail
                 t = len(tail)
+                if t >= HEADER_SIZE and HEADER_SIZE + <Py_ssize_t>_u32(
+                        <const unsigned char*>PyByteArray_AS_STRING(tail)) <= t:
+                    # whole frames were left in the tail by a callback that raised:
+                    # parse tail + data together (rare, not the fast path)
+                    _append(tail, p, n)
+                    self._tail = None
+                    t = len(tail)
+                    used = self._parse(<const unsigned char*>PyByteArray_AS_STRING(tail), t, out)
+                    if used < t:
+                        self._tail = tail[used:]
+                    return out
                 if t < HEADER_SIZE:
                     take = min(HEADER_SIZE - t, n)
                     _append(tail, p, take)

@@ -373,6 +373,12 @@ class FrameReader:
         n = len(buf)
         used = 0
         tail = self._tail
+        if tail is not None and len(tail) >= HEADER_SIZE:
+            if HEADER_SIZE + _U32.unpack_from(tail)[0] <= len(tail):
+                # whole frames were left in the tail by a callback that raised
+                buf = bytes(tail) + buf
+                n = len(buf)
+                tail = self._tail = None
         if tail is not None:
             t = len(tail)
             if t < HEADER_SIZE:
