@@ -46,7 +46,10 @@ def test_json_matches_go_for_common_values(use_orjson: bool, value, want: bytes)
 @pytest.mark.parametrize("use_orjson", JSON_BACKENDS)
 def test_json_options(use_orjson: bool) -> None:
     assert c.JsonCodec(use_orjson=use_orjson, go_escape=False).marshal("<") == b'"<"'
-    assert c.JsonCodec(use_orjson=use_orjson, sort_keys=True).marshal({"b": 1, "a": 2}) == b'{"a":2,"b":1}'
+    assert (
+        c.JsonCodec(use_orjson=use_orjson, sort_keys=True).marshal({"b": 1, "a": 2})
+        == b'{"a":2,"b":1}'
+    )
     assert c.JsonCodec(use_orjson=use_orjson).marshal({1: "x"}) == b'{"1":"x"}'  # Go map[int]
     with pytest.raises(ValueError):
         c.JsonCodec(use_orjson=use_orjson).unmarshal(b"{bad")
@@ -54,7 +57,9 @@ def test_json_options(use_orjson: bool) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
+    ),
     max_leaves=20,
 )
 

@@ -70,8 +70,11 @@ def test_decode_go_framed_deflate_member() -> None:
     inner = m.response("/data", 3, b"0123456789" * 300)
     comp = zlib.compressobj(6, zlib.DEFLATED, -15)
     raw = comp.compress(inner[5:]) + comp.flush()
-    gz = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + raw + struct.pack(
-        "<II", zlib.crc32(inner[5:]), len(inner) - 5)
+    gz = (
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+        + raw
+        + struct.pack("<II", zlib.crc32(inner[5:]), len(inner) - 5)
+    )
     wire = struct.pack("<I", 5 + len(gz) - 16) + b"\x80" + gz
     assert GzipCoder().decode(wire) == inner
 

@@ -22,19 +22,39 @@ SEQ2 = "0200000000000000"
 
 GOLDEN = [
     # The vector: Call("/echo", "hello") as a client's seq-2 request.
-    ("call", m.request("/echo", 2, "hello"), h("0a000000 00 01 00 05" + SEQ2 + "2f6563686f 68656c6c6f")),
+    (
+        "call",
+        m.request("/echo", 2, "hello"),
+        h("0a000000 00 01 00 05" + SEQ2 + "2f6563686f 68656c6c6f"),
+    ),
     # CallAsync sets the async flag (client.go newRequestMessage(..., isAsync=true)).
-    ("call_async", m.request("/echo", 2, b"hello", is_async=True),
-     h("0a000000 00 01 02 05" + SEQ2 + "2f6563686f 68656c6c6f")),
+    (
+        "call_async",
+        m.request("/echo", 2, b"hello", is_async=True),
+        h("0a000000 00 01 02 05" + SEQ2 + "2f6563686f 68656c6c6f"),
+    ),
     # The response repeats method, seq and the async bit (context.go write).
-    ("response", m.response("/echo", 2, b"hello"), h("0a000000 00 02 00 05" + SEQ2 + "2f6563686f 68656c6c6f")),
-    ("response_async", m.response("/echo", 2, b"hello", is_async=True),
-     h("0a000000 00 02 02 05" + SEQ2 + "2f6563686f 68656c6c6f")),
+    (
+        "response",
+        m.response("/echo", 2, b"hello"),
+        h("0a000000 00 02 00 05" + SEQ2 + "2f6563686f 68656c6c6f"),
+    ),
+    (
+        "response_async",
+        m.response("/echo", 2, b"hello", is_async=True),
+        h("0a000000 00 02 02 05" + SEQ2 + "2f6563686f 68656c6c6f"),
+    ),
     # Unknown method: error flag, the error text raw (ErrMethodNotFound).
-    ("method_not_found", m.error_response("/echo", 2, m.ERR_METHOD_NOT_FOUND),
-     h("15000000 00 02 01 05" + SEQ2 + "2f6563686f" + b"method not found".hex())),
-    ("error_async", m.error_response("/x", 7, "boom", is_async=True),
-     h("06000000 00 02 03 02 0700000000000000 2f78 626f6f6d")),
+    (
+        "method_not_found",
+        m.error_response("/echo", 2, m.ERR_METHOD_NOT_FOUND),
+        h("15000000 00 02 01 05" + SEQ2 + "2f6563686f" + b"method not found".hex()),
+    ),
+    (
+        "error_async",
+        m.error_response("/x", 7, "boom", is_async=True),
+        h("06000000 00 02 03 02 0700000000000000 2f78 626f6f6d"),
+    ),
     # Notify: arpc's client sets the async flag on notifies and numbers them.
     ("notify", m.notify("/n", 3, b"hi"), h("04000000 00 03 02 02 0300000000000000 2f6e 6869")),
     # ctx.Write(nil): empty payload, body = method only.
@@ -43,23 +63,46 @@ GOLDEN = [
     ("ping", m.PING_FRAME, h("00000000 00 04 00 00 0000000000000000")),
     ("pong", m.PONG_FRAME, h("00000000 00 05 00 00 0000000000000000")),
     # Streams: seq is the stream id; 0x80 local (creator's side), 0x40 EOF (last frame).
-    ("stream_local", m.stream_frame("/s", 5, b"a", local=True),
-     h("03000000 00 86 00 02 0500000000000000 2f73 61")),
-    ("stream_remote", m.stream_frame("/s", 5, b"a", local=False),
-     h("03000000 00 06 00 02 0500000000000000 2f73 61")),
+    (
+        "stream_local",
+        m.stream_frame("/s", 5, b"a", local=True),
+        h("03000000 00 86 00 02 0500000000000000 2f73 61"),
+    ),
+    (
+        "stream_remote",
+        m.stream_frame("/s", 5, b"a", local=False),
+        h("03000000 00 06 00 02 0500000000000000 2f73 61"),
+    ),
     # CloseSend: an empty frame with the EOF bit.
-    ("stream_close_send", m.stream_frame("/s", 5, local=True, eof=True),
-     h("02000000 00 c6 00 02 0500000000000000 2f73")),
-    ("stream_remote_eof", m.stream_frame("/s", 5, b"z", local=False, eof=True),
-     h("03000000 00 46 00 02 0500000000000000 2f73 7a")),
+    (
+        "stream_close_send",
+        m.stream_frame("/s", 5, local=True, eof=True),
+        h("02000000 00 c6 00 02 0500000000000000 2f73"),
+    ),
+    (
+        "stream_remote_eof",
+        m.stream_frame("/s", 5, b"z", local=False, eof=True),
+        h("03000000 00 46 00 02 0500000000000000 2f73 7a"),
+    ),
     # uint64 seq, little endian.
     ("seq_max", m.request("/a", 2**64 - 1, b""), h("02000000 00 01 00 02 ffffffffffffffff 2f61")),
-    ("seq_order", m.request("/a", 0x0102030405060708, b""), h("02000000 00 01 00 02 0807060504030201 2f61")),
+    (
+        "seq_order",
+        m.request("/a", 0x0102030405060708, b""),
+        h("02000000 00 01 00 02 0807060504030201 2f61"),
+    ),
     # Coder bits live in byte 4 (SetFlagBit index 0..7 on HeaderIndexReserved).
-    ("coder_bits", m.encode(m.CMD_REQUEST, "/a", 1, b"", coder_flags=m.CODER_FLAG_TRACER),
-     h("02000000 01 01 00 02 0100000000000000 2f61")),
+    (
+        "coder_bits",
+        m.encode(m.CMD_REQUEST, "/a", 1, b"", coder_flags=m.CODER_FLAG_TRACER),
+        h("02000000 01 01 00 02 0100000000000000 2f61"),
+    ),
     # A 127-byte method (MaxMethodLen).
-    ("method_127", m.request("m" * 127, 1), h("7f000000 00 01 00 7f 0100000000000000" + "6d" * 127)),
+    (
+        "method_127",
+        m.request("m" * 127, 1),
+        h("7f000000 00 01 00 7f 0100000000000000" + "6d" * 127),
+    ),
 ]
 
 

@@ -19,8 +19,17 @@ from nbio.rpc import message as m
 HDR = struct.Struct("<IBBBBQ")
 
 
-def frame(cmd: int, method: bytes = b"/m", seq: int = 1, payload: bytes = b"", *,
-          flags: int = 0, coder: int = 0, ml: int | None = None, body_len: int | None = None) -> bytes:
+def frame(
+    cmd: int,
+    method: bytes = b"/m",
+    seq: int = 1,
+    payload: bytes = b"",
+    *,
+    flags: int = 0,
+    coder: int = 0,
+    ml: int | None = None,
+    body_len: int | None = None,
+) -> bytes:
     """A frame assembled field by field, allowing inconsistent values."""
     ml = len(method) if ml is None else ml
     bl = len(method) + len(payload) if body_len is None else body_len
@@ -42,7 +51,12 @@ def test_every_command_round_trips(wire, cmd: int) -> None:
     raw = wire.encode(cmd, method, 42, b"data", m.FLAG_ASYNC, 0x01)
     msg = wire.parse_frame(raw)
     assert (msg.cmd_byte, msg.cmd, msg.seq, msg.method, msg.payload) == (
-        cmd, cmd & 0x3F, 42, method, b"data")
+        cmd,
+        cmd & 0x3F,
+        42,
+        method,
+        b"data",
+    )
     assert msg.is_async and not msg.is_error and msg.coder_flags == 1
     assert msg == wire.Message(cmd, method, 42, b"data", m.FLAG_ASYNC, 0x01)
 
@@ -107,7 +121,9 @@ def test_body_over_default_limit_raises_after_four_bytes(wire) -> None:
 
 def test_body_at_limit_is_accepted(wire) -> None:
     r = wire.FrameReader(max_body_len=7)
-    assert r.feed(frame(1, b"/m", payload=b"12345")) == [wire.parse_frame(frame(1, b"/m", payload=b"12345"))]
+    assert r.feed(frame(1, b"/m", payload=b"12345")) == [
+        wire.parse_frame(frame(1, b"/m", payload=b"12345"))
+    ]
     with pytest.raises(MessageTooBig):
         r.feed(frame(1, b"/m", payload=b"123456"))
 
@@ -188,9 +204,7 @@ def test_parse_frame_rejects_trailing_bytes(wire) -> None:
 # --- incremental reading ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "cut", [0, 1, 3, 4, 5, 15, 16, 17, 20, 21, 22], ids=lambda c: f"cut{c}"
-)
+@pytest.mark.parametrize("cut", [0, 1, 3, 4, 5, 15, 16, 17, 20, 21, 22], ids=lambda c: f"cut{c}")
 def test_truncated_input_waits_for_more(wire, cut: int) -> None:
     data = m.request("/echo", 2, b"hello")  # 26 bytes
     r = wire.FrameReader()
@@ -308,8 +322,9 @@ messages = st.builds(
 )
 
 
-HYP = settings(max_examples=150, deadline=None,
-               suppress_health_check=[HealthCheck.function_scoped_fixture])
+HYP = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @HYP
@@ -317,7 +332,7 @@ HYP = settings(max_examples=150, deadline=None,
 def test_random_split_points(wire, msgs, cuts) -> None:
     data = b"".join(wire.encode(*x) for x in msgs)
     points = sorted({c % (len(data) + 1) for c in cuts})
-    chunks = [data[a:b] for a, b in zip([0] + points, points + [len(data)])]
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
     r = wire.FrameReader()
     got = []
     for chunk in chunks:

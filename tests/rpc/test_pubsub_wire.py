@@ -13,7 +13,11 @@ from nbio.rpc import pubsub_wire as ps
 
 
 def test_routes() -> None:
-    assert (ps.ROUTE_AUTHENTICATE, ps.ROUTE_SUBSCRIBE, ps.ROUTE_UNSUBSCRIBE) == ("in_A", "in_S", "in_U")
+    assert (ps.ROUTE_AUTHENTICATE, ps.ROUTE_SUBSCRIBE, ps.ROUTE_UNSUBSCRIBE) == (
+        "in_A",
+        "in_S",
+        "in_U",
+    )
     assert (ps.ROUTE_PUBLISH, ps.ROUTE_PUBLISH_TO_ONE) == ("in_P", "in_P1")
 
 
@@ -40,7 +44,7 @@ def test_default_timestamp_is_now_in_ns() -> None:
     "name,err", [("", ps.ERR_INVALID_TOPIC_EMPTY), ("n" * 1025, ps.ERR_INVALID_TOPIC_NAME_LENGTH)]
 )
 def test_encode_rejects(name: str, err: str) -> None:
-    with pytest.raises(ValueError, match=err.replace('"', '.')):
+    with pytest.raises(ValueError, match=err.replace('"', ".")):
         ps.encode_topic(name)
 
 

@@ -12,17 +12,18 @@ from __future__ import annotations
 import json
 from typing import Any, Optional, Protocol, runtime_checkable
 
+_orjson: Any
 try:  # optional speedup
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
 __all__ = [
+    "DEFAULT_CODEC",
     "Codec",
     "JsonCodec",
     "MsgpackCodec",
     "RawCodec",
-    "DEFAULT_CODEC",
     "payload_to_value",
     "value_to_payload",
 ]
@@ -66,10 +67,11 @@ class JsonCodec:
     installed, else the standard library.
     """
 
-    __slots__ = ("_go_escape", "_sort_keys", "_use_orjson", "_orjson_opts")
+    __slots__ = ("_go_escape", "_orjson_opts", "_sort_keys", "_use_orjson")
 
-    def __init__(self, *, go_escape: bool = True, sort_keys: bool = False,
-                 use_orjson: Optional[bool] = None) -> None:
+    def __init__(
+        self, *, go_escape: bool = True, sort_keys: bool = False, use_orjson: Optional[bool] = None
+    ) -> None:
         self._go_escape = go_escape
         self._sort_keys = sort_keys
         self._use_orjson = _orjson is not None if use_orjson is None else use_orjson

@@ -66,7 +66,7 @@ class GzipCoder:
     the body length.
     """
 
-    __slots__ = ("threshold", "level", "max_body_len")
+    __slots__ = ("level", "max_body_len", "threshold")
 
     flag = CODER_FLAG_GZIP
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
 from nbio.errors import MessageTooBig, ProtocolError
 
 __all__ = [
+    "CMD_MASK",
     "CMD_NONE",
     "CMD_NOTIFY",
     "CMD_PING",
@@ -30,21 +31,20 @@ __all__ = [
     "CMD_REQUEST",
     "CMD_RESPONSE",
     "CMD_STREAM",
-    "CMD_MASK",
     "CODER_FLAG_GZIP",
     "CODER_FLAG_TRACER",
     "DEFAULT_MAX_BODY_LEN",
     "ERR_METHOD_NOT_FOUND",
     "FLAG_ASYNC",
     "FLAG_ERROR",
-    "FrameReader",
     "HEADER_SIZE",
     "MAX_METHOD_LEN",
-    "Message",
     "PING_FRAME",
     "PONG_FRAME",
     "STREAM_EOF",
     "STREAM_LOCAL",
+    "FrameReader",
+    "Message",
     "encode",
     "encode_header",
     "error_response",
@@ -126,7 +126,7 @@ class Message:
     byte sequence round-trips.
     """
 
-    __slots__ = ("cmd_byte", "flags", "coder_flags", "seq", "method", "payload")
+    __slots__ = ("cmd_byte", "coder_flags", "flags", "method", "payload", "seq")
 
     cmd_byte: int
     flags: int
@@ -331,7 +331,7 @@ class FrameReader:
     An idle reader holds no buffer.
     """
 
-    __slots__ = ("_tail", "_max_body_len", "_callback", "_coders", "_coder_mask", "dropped")
+    __slots__ = ("_callback", "_coder_mask", "_coders", "_max_body_len", "_tail", "dropped")
 
     def __init__(
         self,
@@ -459,7 +459,7 @@ py_parse_frame = parse_frame
 PyFrameReader = FrameReader
 
 try:  # the compiled implementation, when built
-    from nbio.rpc._message import (  # type: ignore[no-redef]  # noqa: F811
+    from nbio.rpc._message import (  # type: ignore[no-redef]
         FrameReader,
         Message,
         encode,
