@@ -499,8 +499,9 @@ cdef class WebSocketCore:
                     return self._fail(1007, "close reason is not valid UTF-8", h, conn)
                 reason = PyUnicode_DecodeUTF8(<const char *>p + 2, n - 2, NULL)
             self._flags |= F_STOPPED
-            self._close_code = code
-            self._reason = reason
+            if not (self._flags & F_CLOSE_SENT):
+                self._close_code = code
+                self._reason = reason
             self._drop_input()
             h.on_close(conn, code, reason)
         return 0
