@@ -23,6 +23,7 @@ import os
 import selectors
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -335,6 +336,37 @@ def ratio(value: float | None, base: float | None) -> float | None:
     if value is None or base is None or base == 0:
         return None
     return value / base
+
+
+def summarize_rounds(
+    rounds: Sequence[dict[str, dict[str, float]]],
+    ratio_figures: Sequence[str],
+    baseline: str = BASELINE,
+) -> dict[str, dict[str, float]]:
+    """Median of every figure over rounds, plus per-round ratios vs ``baseline``.
+
+    ``rounds`` holds one ``{SERVER: {FIGURE: value}}`` dict per round. For each figure in
+    ``ratio_figures`` the result gets ``FIGURE_ratio``: the median over rounds of
+    ``value / baseline's value in the same round`` -- ratios taken within one round are what
+    stays stable on a noisy machine, more than a ratio of medians.
+    """
+    names: list[str] = []
+    for rnd in rounds:
+        names += [n for n in rnd if n not in names]
+    out: dict[str, dict[str, float]] = {}
+    for name in names:
+        runs = [rnd[name] for rnd in rounds if name in rnd]
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        for fig in ratio_figures:
+            ratios = [
+                rnd[name][fig] / rnd[baseline][fig]
+                for rnd in rounds
+                if name in rnd and baseline in rnd and rnd[baseline][fig]
+            ]
+            if ratios:
+                med[f"{fig}_ratio"] = statistics.median(ratios)
+        out[name] = med
+    return out
 
 
 def emit_json(bench: str, results: dict[str, dict[str, float]], **extra: Any) -> None:

@@ -184,12 +184,11 @@ def run_one(
 
 
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
-    base = results.get(C.BASELINE, {})
     rows = [
         [
             name,
             round(r["bytes_per_conn"]),
-            C.ratio(r["bytes_per_conn"], base.get("bytes_per_conn")),
+            r.get("bytes_per_conn_ratio"),
             f"{r['rss_base_bytes'] / 2**20:.1f}",
             f"{r['rss_loaded_bytes'] / 2**20:.1f}",
             int(r["conns"]),
@@ -273,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if r["failures"]:
             C.warn(f"{name}: {int(r['failures'])} connection(s) failed to open")
+    results = C.summarize_rounds([results], ("bytes_per_conn",))
     report(results, args)
     C.emit_json(BENCH, results)
     return 1 if failed else 0

@@ -28,10 +28,9 @@ import json
 import os
 import select
 import socket
-import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,6 +39,7 @@ import _common as C
 BENCH = "tcp_echo"
 CLIENT_SATURATED_PCT = 90.0
 OTHER_LOAD_PCT = 10.0
+RATIO_FIGURES = ("msgs_per_s", "user_us_per_msg", "total_us_per_msg")
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,24 +283,18 @@ def run_one(
     }
 
 
-def median_figures(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-
-
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
-    base = results.get(C.BASELINE)
     rows = []
     for name, r in results.items():
-        b = base or {}
         rows.append(
             [
                 name,
                 round(r["msgs_per_s"]),
-                C.ratio(r["msgs_per_s"], b.get("msgs_per_s")),
+                r.get("msgs_per_s_ratio"),
                 r["user_us_per_msg"],
-                C.ratio(r["user_us_per_msg"], b.get("user_us_per_msg")),
+                r.get("user_us_per_msg_ratio"),
                 r["total_us_per_msg"],
-                C.ratio(r["total_us_per_msg"], b.get("total_us_per_msg")),
+                r.get("total_us_per_msg_ratio"),
                 f"{r['server_cpu_pct']:.0f}%",
                 f"{r['client_cpu_pct']:.0f}%",
                 f"{r['other_load_pct']:.0f}%",
@@ -311,7 +305,10 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         f"tcp_echo: {args.conns} conns x {args.size} B ping-pong, {args.client} client, "
         f"{args.seconds:g} s steady after {args.warmup:g} s warm-up, median of {args.rounds} round(s)"
     )
-    print(f"ratios (x) are vs {C.BASELINE}; msgs/s higher is better, us/msg lower is better")
+    print(
+        f"x: ratio vs {C.BASELINE} in the same round (median over rounds); "
+        "msgs/s higher is better, us/msg lower is better"
+    )
     C.print_table(
         [
             "server",
@@ -390,9 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"server pinned to CPU {cpus[0]}, load generator to CPU {cpus[1]}")
 
-    runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    rounds: list[dict[str, dict[str, float]]] = []
     failed: dict[str, str] = {}
     for rnd in range(args.rounds):
+        rounds.append({})
         for name in names:
             if name in failed:
                 continue
@@ -403,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed[name] = f"{type(exc).__name__}: {exc}"
                 C.warn(f"{name} failed: {failed[name]}")
                 continue
-            runs[name].append(r)
+            rounds[-1][name] = r
             print(
                 f"    {r['msgs_per_s']:,.0f} msgs/s, {r['total_us_per_msg']:.2f} us/msg "
                 f"(user {r['user_us_per_msg']:.2f}), server CPU {r['server_cpu_pct']:.0f}%, "
@@ -412,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"other load {r['other_load_pct']:.0f}%",
                 flush=True,
             )
-    results: dict[str, Any] = {n: median_figures(rs) for n, rs in runs.items() if rs}
+    results = C.summarize_rounds(rounds, RATIO_FIGURES)
     report(results, args)
     C.emit_json(BENCH, results)
     return 1 if failed else 0
