@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import pytest
-from wsutil import Recorder, close_payload, client, failure, raw_frame, server
+from nbio.ws._frames import encode_close_payload, is_valid_close_code, parse_close_payload
+from wsutil import Recorder, client, close_payload, failure, raw_frame, server
 
 from nbio.errors import ConnectionClosed
-from nbio.ws._frames import encode_close_payload, is_valid_close_code, parse_close_payload
 from nbio.ws.protocol import CLOSED, CLOSING, OPEN, Close, Message, WebSocketCore
 
-VALID_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
-               3000, 3999, 4000, 4999]
+VALID_CODES = [
+    1000,
+    1001,
+    1002,
+    1003,
+    1007,
+    1008,
+    1009,
+    1010,
+    1011,
+    1012,
+    1013,
+    1014,
+    3000,
+    3999,
+    4000,
+    4999,
+]
 INVALID_CODES = [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
 
 
@@ -72,8 +88,11 @@ def test_local_close_first() -> None:
         s.encode_message("late")
     # Data frames after our Close are parsed but not delivered; the peer's Close is.
     events = s.receive_data(
-        raw_frame(1, b"ignored") + raw_frame(2, b"x", fin=False) + raw_frame(0, b"y")
-        + raw_frame(9, b"p") + raw_frame(8, close_payload(1000))
+        raw_frame(1, b"ignored")
+        + raw_frame(2, b"x", fin=False)
+        + raw_frame(0, b"y")
+        + raw_frame(9, b"p")
+        + raw_frame(8, close_payload(1000))
     )
     assert [e for e in events if isinstance(e, Message)] == []
     assert events[-1] == Close(1000, "")

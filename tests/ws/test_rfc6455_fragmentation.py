@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nbio.ws._frames import encode_message
 from websockets.frames import Frame, Opcode
 from wsutil import client, failure, feed_split, raw_frame, server
 
-from nbio.ws._frames import encode_message
 from nbio.ws.protocol import Message, Ping, Pong
 
 CASES = [
@@ -66,7 +66,11 @@ BAD = [
     ("continuation after final", raw_frame(1, b"a") + raw_frame(0, b"b"), 1002),
     ("text while fragmented", raw_frame(1, b"a", fin=False) + raw_frame(1, b"b"), 1002),
     ("binary while fragmented", raw_frame(2, b"a", fin=False) + raw_frame(2, b"b"), 1002),
-    ("fragmented ping inside message", raw_frame(1, b"a", fin=False) + raw_frame(9, fin=False), 1002),
+    (
+        "fragmented ping inside message",
+        raw_frame(1, b"a", fin=False) + raw_frame(9, fin=False),
+        1002,
+    ),
     ("fragments over max_size", raw_frame(2, b"a" * 60, fin=False) + raw_frame(0, b"b" * 60), 1009),
 ]
 
@@ -131,8 +135,6 @@ def test_random_fragmentation_and_splits(msgs: list, cuts: list) -> None:
             if ctrl:
                 stream += Frame(Opcode.PING, b"c%d" % i).serialize(mask=False)
                 expected.append(Ping(b"c%d" % i))
-            stream += Frame(
-                Opcode(op), piece, fin=i == len(pieces) - 1
-            ).serialize(mask=False)
+            stream += Frame(Opcode(op), piece, fin=i == len(pieces) - 1).serialize(mask=False)
         expected.append(Message(data.decode() if is_text else data, is_text))
     assert feed_split(client(), stream, cuts) == expected

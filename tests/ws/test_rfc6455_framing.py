@@ -12,12 +12,12 @@ import sys
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nbio.ws._frames import apply_mask, encode_frame, encode_message
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 from wsutil import KEY, Recorder, client, failure, feed_split, mask_py, raw_frame, server
 
 from nbio.errors import MessageTooBig, ProtocolError
-from nbio.ws._frames import apply_mask, encode_frame, encode_message
 from nbio.ws.protocol import Close, Message, Ping, Pong, WebSocketCore
 
 # ------------------------------------------------------------------ valid frames
@@ -68,8 +68,9 @@ def test_valid_frames_client_side_unmasked(name: str, data: bytes, expected: lis
             {Message: 1, Ping: 9, Pong: 10}[type(e)]
             if not isinstance(e, Message) or e.is_text
             else 2,
-            e.data.encode() if isinstance(e, Message) and e.is_text else
-            (e.data if isinstance(e, Message) else e.payload),
+            e.data.encode()
+            if isinstance(e, Message) and e.is_text
+            else (e.data if isinstance(e, Message) else e.payload),
             mask=None,
         )
         for e in expected
@@ -309,7 +310,8 @@ def test_we_parse_websockets_frames(items: list, cuts: list) -> None:
 
 
 def test_wsproto_decodes_our_frames_and_we_decode_wsproto() -> None:
-    from wsproto.frame_protocol import FrameProtocol, Opcode as WOp
+    from wsproto.frame_protocol import FrameProtocol
+    from wsproto.frame_protocol import Opcode as WOp
 
     ours = encode_message("héllo", mask=True) + encode_message(b"\x00" * 70000, mask=True)
     peer = FrameProtocol(client=False, extensions=[])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nbio.ws._frames import Utf8Validator, validate_utf8
 from wsutil import close_payload, failure, raw_frame, server
 
-from nbio.ws._frames import Utf8Validator, validate_utf8
 from nbio.ws.protocol import Message
 
 INVALID_UTF8 = [
@@ -108,8 +108,23 @@ def test_validator_matches_python(data: bytes) -> None:
 
 @settings(max_examples=300)
 @given(
-    st.lists(st.sampled_from([b"a", b"\xc3\xa9", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80", b"\x80",
-                              b"\xed", b"\xa0", b"\xf4", b"\x90", b"\xc0"]), max_size=20),
+    st.lists(
+        st.sampled_from(
+            [
+                b"a",
+                b"\xc3\xa9",
+                b"\xe2\x82\xac",
+                b"\xf0\x9f\x98\x80",
+                b"\x80",
+                b"\xed",
+                b"\xa0",
+                b"\xf4",
+                b"\x90",
+                b"\xc0",
+            ]
+        ),
+        max_size=20,
+    ),
     st.lists(st.integers(0, 60), max_size=5),
 )
 def test_incremental_validator_any_split(pieces: list, cuts: list) -> None:
@@ -117,7 +132,7 @@ def test_incremental_validator_any_split(pieces: list, cuts: list) -> None:
     v = Utf8Validator()
     ok = True
     prev = 0
-    for cut in sorted(c for c in cuts if c <= len(data)) + [len(data)]:
+    for cut in [*sorted(c for c in cuts if c <= len(data)), len(data)]:
         ok = v.feed(data[prev:cut]) and ok
         prev = cut
     valid = _python_valid(data)

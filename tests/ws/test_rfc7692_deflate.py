@@ -44,26 +44,63 @@ SERVER_CASES = [
     # (offer, config kwargs, expected response or None when declined)
     ("permessage-deflate", {}, "permessage-deflate"),
     ("permessage-deflate; client_max_window_bits", {}, "permessage-deflate"),
-    ("permessage-deflate; client_max_window_bits=10", {}, "permessage-deflate; client_max_window_bits=10"),
-    ("permessage-deflate; client_max_window_bits", {"client_max_window_bits": 11},
-     "permessage-deflate; client_max_window_bits=11"),
-    ("permessage-deflate; client_max_window_bits=10", {"client_max_window_bits": 12},
-     "permessage-deflate; client_max_window_bits=10"),
+    (
+        "permessage-deflate; client_max_window_bits=10",
+        {},
+        "permessage-deflate; client_max_window_bits=10",
+    ),
+    (
+        "permessage-deflate; client_max_window_bits",
+        {"client_max_window_bits": 11},
+        "permessage-deflate; client_max_window_bits=11",
+    ),
+    (
+        "permessage-deflate; client_max_window_bits=10",
+        {"client_max_window_bits": 12},
+        "permessage-deflate; client_max_window_bits=10",
+    ),
     ("permessage-deflate", {"client_max_window_bits": 12}, None),
-    ("permessage-deflate; server_max_window_bits=12", {}, "permessage-deflate; server_max_window_bits=12"),
-    ("permessage-deflate; server_max_window_bits=12", {"server_max_window_bits": 10},
-     "permessage-deflate; server_max_window_bits=10"),
-    ("permessage-deflate", {"server_max_window_bits": 10}, "permessage-deflate; server_max_window_bits=10"),
+    (
+        "permessage-deflate; server_max_window_bits=12",
+        {},
+        "permessage-deflate; server_max_window_bits=12",
+    ),
+    (
+        "permessage-deflate; server_max_window_bits=12",
+        {"server_max_window_bits": 10},
+        "permessage-deflate; server_max_window_bits=10",
+    ),
+    (
+        "permessage-deflate",
+        {"server_max_window_bits": 10},
+        "permessage-deflate; server_max_window_bits=10",
+    ),
     ("permessage-deflate; server_max_window_bits=8", {}, None),
-    ("permessage-deflate; server_no_context_takeover", {},
-     "permessage-deflate; server_no_context_takeover"),
-    ("permessage-deflate", {"server_no_context_takeover": True},
-     "permessage-deflate; server_no_context_takeover"),
-    ("permessage-deflate; client_no_context_takeover", {},
-     "permessage-deflate; client_no_context_takeover"),
-    ("permessage-deflate", {"client_no_context_takeover": True},
-     "permessage-deflate; client_no_context_takeover"),
-    ('permessage-deflate; server_max_window_bits="11"', {}, "permessage-deflate; server_max_window_bits=11"),
+    (
+        "permessage-deflate; server_no_context_takeover",
+        {},
+        "permessage-deflate; server_no_context_takeover",
+    ),
+    (
+        "permessage-deflate",
+        {"server_no_context_takeover": True},
+        "permessage-deflate; server_no_context_takeover",
+    ),
+    (
+        "permessage-deflate; client_no_context_takeover",
+        {},
+        "permessage-deflate; client_no_context_takeover",
+    ),
+    (
+        "permessage-deflate",
+        {"client_no_context_takeover": True},
+        "permessage-deflate; client_no_context_takeover",
+    ),
+    (
+        'permessage-deflate; server_max_window_bits="11"',
+        {},
+        "permessage-deflate; server_max_window_bits=11",
+    ),
     # Invalid offers are declined.
     ("permessage-deflate; server_max_window_bits", {}, None),
     ("permessage-deflate; server_max_window_bits=16", {}, None),
@@ -87,8 +124,10 @@ def test_server_accept_offer(offer: str, config: dict, expected: Optional[str]) 
 
 def test_server_state_from_offer() -> None:
     result = accept_offer(
-        params("permessage-deflate; client_no_context_takeover; client_max_window_bits=9; "
-               "server_max_window_bits=10"),
+        params(
+            "permessage-deflate; client_no_context_takeover; client_max_window_bits=9; "
+            "server_max_window_bits=10"
+        ),
         DeflateConfig(server_no_context_takeover=True),
     )
     assert result is not None
@@ -125,8 +164,10 @@ def test_client_offer_and_state() -> None:
         "client_max_window_bits"
     )
     pmd = accept_response(
-        params("permessage-deflate; server_no_context_takeover; server_max_window_bits=8; "
-               "client_no_context_takeover; client_max_window_bits=9"),
+        params(
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=8; "
+            "client_no_context_takeover; client_max_window_bits=9"
+        ),
         cfg,
     )
     assert pmd.remote_no_context_takeover and pmd.local_no_context_takeover
@@ -151,7 +192,8 @@ def test_negotiation_against_websockets(client_kw: dict, server_kw: dict) -> Non
     # websockets client offer -> our server -> websockets client accepts our response.
     ws_client = ClientPerMessageDeflateFactory(**client_kw)
     offer = ", ".join(
-        "permessage-deflate" + "".join(
+        "permessage-deflate"
+        + "".join(
             f"; {n}" if v is None else f"; {n}={v}" for n, v in ws_client.get_request_params()
         )
         for _ in range(1)
@@ -164,9 +206,7 @@ def test_negotiation_against_websockets(client_kw: dict, server_kw: dict) -> Non
 
     # Our client offer -> websockets server -> our client accepts its response.
     cfg = DeflateConfig(**{k: v for k, v in client_kw.items() if k != "client_max_window_bits"})
-    ws_server = ServerPerMessageDeflateFactory(**{
-        k: v for k, v in server_kw.items()
-    })
+    ws_server = ServerPerMessageDeflateFactory(**{k: v for k, v in server_kw.items()})
     resp_params, ws_ext = ws_server.process_request_params(params(build_offer(cfg)), [])
     pmd = accept_response(resp_params, cfg)
     _interop(pmd, ws_ext, our_side_is_client=True)
@@ -234,7 +274,10 @@ def test_trailing_bytes_are_removed_and_restored() -> None:
     # RFC 7692 section 7.2.3.1 example: "Hello" compressed, no context takeover.
     assert PerMessageDeflate().decompress_message(bytes.fromhex("f248cdc9c90700")) == b"Hello"
     # Section 7.2.3.3: a non-compressed (stored) block.
-    assert PerMessageDeflate().decompress_message(bytes.fromhex("0005 00fa ff48656c6c6f00")) == b"Hello"
+    assert (
+        PerMessageDeflate().decompress_message(bytes.fromhex("0005 00fa ff48656c6c6f00"))
+        == b"Hello"
+    )
 
 
 def test_rfc7692_example_frame() -> None:

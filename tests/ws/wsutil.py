@@ -82,7 +82,7 @@ def feed_split(proto: WebSocketProtocol, data: bytes, cuts: Sequence[int]) -> li
     """receive_data() over ``data`` cut at the given offsets; returns all events."""
     events: list = []
     prev = 0
-    for cut in sorted(set(c for c in cuts if 0 < c < len(data))) + [len(data)]:
+    for cut in [*sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]:
         events += proto.receive_data(memoryview(data)[prev:cut])
         prev = cut
     return events
