@@ -225,8 +225,8 @@ class Engine:
             if host is None or port is None:
                 raise ValueError("dial needs host and port, or path")
             family, addr = await _sockets.resolve(self.loop, host, port)
-        sock, _ = _sockets.start_connect(family, addr)
         if self.backend == "native":
+            sock, _ = _sockets.start_connect(family, addr)
             fut = self._impl.start_dial(sock, handler, path is not None)
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout)
@@ -236,8 +236,12 @@ class Engine:
             except asyncio.CancelledError:
                 self._impl.cancel_dial(fut)
                 raise
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
-            return await asyncio.wait_for(self._impl.dial(sock, handler, path is not None), timeout)
+            return await asyncio.wait_for(
+                self._impl.dial(sock, addr, handler, path is not None), timeout
+            )
         except asyncio.TimeoutError:
             sock.close()
             raise TimeoutError(f"connect to {addr!r} timed out after {timeout} s") from None

@@ -56,7 +56,6 @@ class PortableConn(ConnBase, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         eng: PortableEngine = self._hub.engine
-        assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         sock = transport.get_extra_info("socket")
         self._fd = sock.fileno() if sock is not None else -1
@@ -393,7 +392,6 @@ class PortableUdp(asyncio.DatagramProtocol):
         return len(self.peers)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
         self.transport = transport
         if self.is_closed:
             transport.close()
@@ -505,7 +503,7 @@ class PortableListener:
             self.server.close()
         else:
             self.task.cancel()
-            self.sock.close()
+        self.sock.close()  # uvloop serves a duplicate of the socket: close ours too
         if self.unix and isinstance(self._address, str) and self._address and not self._address.startswith("\0"):
             try:
                 os.unlink(self._address)
@@ -590,7 +588,8 @@ class PortableEngine:
             return ep.peer(None)
         return ep
 
-    async def dial(self, sock: Any, handler: Any, unix: bool) -> PortableConn:
+    async def dial(self, sock: Any, addr: Any, handler: Any, unix: bool) -> PortableConn:
+        await self.loop.sock_connect(sock, addr)
         hub = Hub(self, handler, self.wheel)
         conn = PortableConn(hub, F_DIALED)
         if unix:
