@@ -229,9 +229,7 @@ def _fmt(params: List[Tuple[str, Optional[str]]]) -> str:
     return "; ".join([EXTENSION_NAME] + [n if v is None else f"{n}={v}" for n, v in params])
 
 
-def accept_offer(
-    params: Params, config: DeflateConfig
-) -> Optional[Tuple[str, PerMessageDeflate]]:
+def accept_offer(params: Params, config: DeflateConfig) -> Optional[Tuple[str, PerMessageDeflate]]:
     """Server side: accept one permessage-deflate offer, or decline it (None) when it is
     invalid or incompatible with ``config``. Returns the response element for the
     Sec-WebSocket-Extensions header and the negotiated state."""

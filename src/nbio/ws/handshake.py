@@ -72,9 +72,7 @@ class HandshakeError(ProtocolError):
     (``status`` e.g. 400, 403, 405, 426; ``headers`` to include). On the client, ``status``
     is the server's status code."""
 
-    def __init__(
-        self, status: int, reason: str, headers: Sequence[Tuple[str, str]] = ()
-    ) -> None:
+    def __init__(self, status: int, reason: str, headers: Sequence[Tuple[str, str]] = ()) -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason

@@ -1,0 +1,36 @@
+from typing import Optional, Tuple, Union
+
+from nbio.errors import ProtocolError
+
+_Buffer = Union[bytes, bytearray, memoryview]
+
+OP_CONT: int
+OP_TEXT: int
+OP_BINARY: int
+OP_CLOSE: int
+OP_PING: int
+OP_PONG: int
+
+def encode_frame(
+    opcode: int,
+    payload: Union[_Buffer, str],
+    fin: bool = True,
+    rsv1: bool = False,
+    mask: bool = False,
+) -> bytes: ...
+def encode_message(
+    payload: Union[_Buffer, str], *, mask: bool = False, rsv1: bool = False, max_frame_size: int = 0
+) -> bytes: ...
+def apply_mask(data: _Buffer, key: bytes) -> bytes: ...
+def validate_utf8(data: _Buffer) -> bool: ...
+
+class Utf8Validator:
+    def feed(self, data: _Buffer) -> bool: ...
+    @property
+    def complete(self) -> bool: ...
+    def reset(self) -> None: ...
+
+def is_valid_close_code(code: int) -> bool: ...
+def encode_close_payload(code: Optional[int] = 1000, reason: str = "") -> bytes: ...
+def parse_close_payload(payload: _Buffer) -> Tuple[int, str]: ...
+def _error(code: int, reason: str) -> ProtocolError: ...
