@@ -13,7 +13,6 @@ import time
 from typing import Callable, Dict
 
 from nbio.ws._frames import encode_frame
-
 from nbio.ws.protocol import Handler, WebSocketCore, WebSocketProtocol
 
 N = int(os.environ.get("N", "200000"))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from nbio.ws._frames import encode_close_payload, is_valid_close_code, parse_close_payload
 from wsutil import Recorder, client, close_payload, failure, raw_frame, server
 
 from nbio.errors import ConnectionClosed
+from nbio.ws._frames import encode_close_payload, is_valid_close_code, parse_close_payload
 from nbio.ws.protocol import CLOSED, CLOSING, OPEN, Close, Message, WebSocketCore
 
 VALID_CODES = [

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nbio.ws._frames import encode_message
 from websockets.frames import Frame, Opcode
 from wsutil import client, failure, feed_split, raw_frame, server
 
+from nbio.ws._frames import encode_message
 from nbio.ws.protocol import Message, Ping, Pong
 
 CASES = [

@@ -12,12 +12,12 @@ import sys
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nbio.ws._frames import apply_mask, encode_frame, encode_message
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 from wsutil import KEY, Recorder, client, failure, feed_split, mask_py, raw_frame, server
 
 from nbio.errors import MessageTooBig, ProtocolError
+from nbio.ws._frames import apply_mask, encode_frame, encode_message
 from nbio.ws.protocol import Close, Message, Ping, Pong, WebSocketCore
 
 # ------------------------------------------------------------------ valid frames
@@ -335,3 +335,15 @@ def test_close_event_type() -> None:
     events = server().receive_data(raw_frame(8, b"\x03\xe8"))
     assert events == [Close(1000, "")]
     assert KEY  # fixed mask key used by raw_frame
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.lists(st.integers(0, 400), max_size=8), st.booleans())
+def test_garbage_never_crashes(data: bytes, cuts: list, is_client: bool) -> None:
+    # Any input yields events or a clean failure (1002/1007/1009), never an exception.
+    p = client() if is_client else server(max_size=200)
+    events = feed_split(p, data, cuts)
+    code = failure(events)
+    assert code in (None, 1002, 1007, 1009)
+    if code is not None:
+        assert p.state == 3  # auto_reply sent our Close

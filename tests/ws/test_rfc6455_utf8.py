@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nbio.ws._frames import Utf8Validator, validate_utf8
 from wsutil import close_payload, failure, raw_frame, server
 
+from nbio.ws._frames import Utf8Validator, validate_utf8
 from nbio.ws.protocol import Message
 
 INVALID_UTF8 = [
