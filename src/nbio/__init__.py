@@ -7,7 +7,8 @@ bidirectional RPC layer, all running on the asyncio event loop.
 from __future__ import annotations
 
 from . import errors
+from .engine import Conn, Engine, Handler, Listener, get_engine
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "errors"]
+__all__ = ["Conn", "Engine", "Handler", "Listener", "__version__", "errors", "get_engine"]

@@ -57,7 +57,7 @@ async def test_read_deadline_pushed_back_by_handler(engine: str) -> None:
     async with make_engine(engine, timer_resolution=0.02) as eng:
         srv = DeadlineServer("read", 0.25, push_back=True)
         lst = eng.listen(srv, "127.0.0.1", 0)
-        reader, writer = await asyncio.open_connection(*lst.address)
+        _reader, writer = await asyncio.open_connection(*lst.address)
         for _ in range(8):  # 0.8 s of traffic, every 0.1 s < 0.25 s deadline
             writer.write(b".")
             await asyncio.sleep(0.1)

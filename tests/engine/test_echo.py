@@ -123,7 +123,7 @@ async def test_pause_and_resume_reading(engine: str) -> None:
     async with make_engine(engine) as eng:
         h = Pauser()
         lst = eng.listen(h, "127.0.0.1", 0)
-        reader, writer = await asyncio.open_connection(*lst.address)
+        _reader, writer = await asyncio.open_connection(*lst.address)
         writer.write(b"first")
         await writer.drain()
         while not h.chunks:

@@ -22,7 +22,7 @@ async def test_peer_eof_reports_closed_by_peer(engine: str) -> None:
     async with make_engine(engine) as eng:
         srv = Recorder()
         lst = eng.listen(srv, "127.0.0.1", 0)
-        reader, writer = await asyncio.open_connection(*lst.address)
+        _reader, writer = await asyncio.open_connection(*lst.address)
         await srv.wait_for(lambda: srv.opened)
         writer.close()
         await writer.wait_closed()

@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sys
-from typing import Any, Dict, List, Optional, Protocol, Union, runtime_checkable
+from typing import Any, Dict, List, Optional, Protocol, runtime_checkable
 
 from ..errors import ConnectionClosed
 from . import _sockets
@@ -32,6 +31,7 @@ except ImportError:  # pragma: no cover - non-Linux
 
 __all__ = [
     "BACKENDS",
+    "ConnBase",
     "Conn",
     "Engine",
     "Handler",
@@ -219,6 +219,8 @@ class Engine:
         the connection once established (``on_open`` has run). Raises OSError (e.g.
         ConnectionRefusedError) or TimeoutError."""
         self._check_open()
+        family: int
+        addr: Any
         if path is not None:
             family, addr = socket.AF_UNIX, path
         else:
@@ -339,7 +341,7 @@ class Engine:
             raise ConnectionClosed(None, "engine is closed")
 
 
-_engines: "Dict[asyncio.AbstractEventLoop, Engine]" = {}
+_engines: Dict[asyncio.AbstractEventLoop, Engine] = {}
 
 
 def get_engine(backend: Optional[str] = None) -> Engine:
@@ -353,5 +355,3 @@ def get_engine(backend: Optional[str] = None) -> Engine:
         _engines[loop] = engine
     return engine
 
-
-_ = (sys, Union)

@@ -54,7 +54,7 @@ class PortableConn(ConnBase, asyncio.Protocol):
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: Any) -> None:
         eng: PortableEngine = self._hub.engine
         self._transport = transport
         sock = transport.get_extra_info("socket")
@@ -392,7 +392,7 @@ class PortableUdp(asyncio.DatagramProtocol):
         return len(self.peers)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
         if self.is_closed:
             transport.close()
 
