@@ -141,3 +141,31 @@ async def test_pause_and_resume_reading(engine: str) -> None:
         assert b"".join(h.chunks) == b"firstsecond"
         writer.close()
         await writer.wait_closed()
+
+
+async def test_set_handler_hands_the_connection_over(engine: str) -> None:
+    class Upper(Handler):
+        def on_data(self, conn: Any, data: Any) -> None:
+            conn.write(bytes(data).upper())
+
+    upper = Upper()
+
+    class Switch(Handler):
+        def on_data(self, conn: Any, data: Any) -> None:
+            if bytes(data) == b"UPGRADE":
+                conn.set_handler(upper)
+                conn.write(b"ok")
+            else:
+                conn.write(data)
+
+    async with make_engine(engine) as eng:
+        lst = eng.listen(Switch(), "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*lst.address)
+        writer.write(b"abc")
+        assert await reader.readexactly(3) == b"abc"
+        writer.write(b"UPGRADE")
+        assert await reader.readexactly(2) == b"ok"
+        writer.write(b"abc")
+        assert await reader.readexactly(3) == b"ABC"
+        writer.close()
+        await writer.wait_closed()

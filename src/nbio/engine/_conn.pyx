@@ -134,6 +134,13 @@ cdef class ConnBase:
             self.idle_dl = self.hub.wheel.deadline_after(timeout)
             self.hub.wheel.file(self)
 
+    def set_handler(self, handler):
+        """Hand this connection to another handler (e.g. HTTP -> WebSocket after an upgrade).
+
+        Later callbacks go to ``handler``; its ``on_open`` is not called (the connection is
+        already open). Handlers are shared: one record per handler object per engine."""
+        self.hub = self.hub.engine.hub_for(handler)
+
     # Accessors for backends written in Python (the portable asyncio backend).
     @property
     def _hub(self):

@@ -58,6 +58,7 @@ cdef class NativeEngine:
     cdef dict drain_waiters
     cdef dict close_reasons
     cdef dict dials
+    cdef dict hubs
     cdef set listeners
     cdef bint closed
     cdef bint reader_added

@@ -917,6 +917,7 @@ cdef class NativeEngine:
         self.drain_waiters = {}
         self.close_reasons = {}
         self.dials = {}
+        self.hubs = {}
         self.listeners = set()
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
@@ -1092,6 +1093,14 @@ cdef class NativeEngine:
 
     # -- listeners and dials (socket set-up happens in nbio.engine._sockets) ----------------
 
+    def hub_for(self, handler):
+        """The shared callback record for ``handler`` (created once per handler)."""
+        hub = self.hubs.get(handler)
+        if hub is None:
+            hub = Hub(self, handler, self.wheel)
+            self.hubs[handler] = hub
+        return hub
+
     def add_listener(self, sock, handler, bint is_unix):
         """Serve ``sock`` (bound and listening, non-blocking) with ``handler``."""
         cdef Listener lst = Listener.__new__(Listener)
@@ -1099,7 +1108,7 @@ cdef class NativeEngine:
             raise RuntimeError("engine is closed")
         lst.sock = sock
         lst.fd = sock.fileno()
-        lst.hub = Hub(self, handler, self.wheel)
+        lst.hub = self.hub_for(handler)
         lst.is_unix = is_unix
         self._register(lst.fd, lst, K_LISTENER, EPOLLIN)
         self.listeners.add(lst)
@@ -1112,7 +1121,7 @@ cdef class NativeEngine:
             raise RuntimeError("engine is closed")
         us.sock = sock
         us.fd = sock.fileno()
-        us.hub = Hub(self, handler, self.wheel)
+        us.hub = self.hub_for(handler)
         us.peers = {}
         us.connected = connected
         us.idle_timeout = idle_timeout
@@ -1130,7 +1139,7 @@ cdef class NativeEngine:
         cdef int fd = sock.fileno()
         if self.closed:
             raise RuntimeError("engine is closed")
-        d.conn = self._new_conn(fd, Hub(self, handler, self.wheel), (F_UNIX if is_unix else 0) | F_DIALED)
+        d.conn = self._new_conn(fd, self.hub_for(handler), (F_UNIX if is_unix else 0) | F_DIALED)
         d.future = self.loop.create_future()
         d.sock = sock
         self._register(fd, d, K_DIAL, EPOLLOUT)
@@ -1226,6 +1235,7 @@ cdef class NativeEngine:
             if self.table[i] != NULL and self.kinds[i] == K_CONN:
                 (<Conn>self.table[i])._close(None)
         self.closed = True
+        self.hubs.clear()
         self.wheel.close()
         if self.reader_added:
             self.loop.remove_reader(self.epfd)

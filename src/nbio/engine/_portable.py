@@ -369,7 +369,7 @@ class PortableUdp(asyncio.DatagramProtocol):
     def __init__(self, engine: PortableEngine, handler: Any, sock: Any, idle_timeout: float,
                  connected: bool) -> None:
         self.engine = engine
-        self.hub = Hub(engine, handler, engine.wheel)
+        self.hub = engine.hub_for(handler)
         self.sock = sock
         self.address = sock.getsockname()
         self.remote = sock.getpeername() if connected else None
@@ -460,7 +460,7 @@ class PortableListener:
     def __init__(self, engine: PortableEngine, sock: Any, handler: Any, unix: bool) -> None:
         self.engine = engine
         self.sock = sock
-        self.hub = Hub(engine, handler, engine.wheel)
+        self.hub = engine.hub_for(handler)
         self.unix = unix
         self.is_closed = False
         self._address = sock.getsockname()
@@ -544,7 +544,15 @@ class PortableEngine:
         self.listeners: Set[Union[PortableListener, PortableUdp]] = set()
         self.drain_waiters: Dict[PortableConn, asyncio.Future] = {}
         self.tasks: Set[asyncio.Task] = set()
+        self.hubs: Dict[Any, Hub] = {}
         self.closed = False
+
+    def hub_for(self, handler: Any) -> Hub:
+        """The shared callback record for ``handler`` (created once per handler)."""
+        hub = self.hubs.get(handler)
+        if hub is None:
+            hub = self.hubs[handler] = Hub(self, handler, self.wheel)
+        return hub
 
     def buffered_changed(self, delta: int) -> None:
         self.total_buffered += delta
@@ -590,8 +598,7 @@ class PortableEngine:
 
     async def dial(self, sock: Any, addr: Any, handler: Any, unix: bool) -> PortableConn:
         await self.loop.sock_connect(sock, addr)
-        hub = Hub(self, handler, self.wheel)
-        conn = PortableConn(hub, F_DIALED)
+        conn = PortableConn(self.hub_for(handler), F_DIALED)
         if unix:
             await self.loop.create_unix_connection(lambda: conn, sock=sock)
         else:
@@ -629,6 +636,7 @@ class PortableEngine:
         for conn in list(self.conns):
             conn.abort()
         self.closed = True
+        self.hubs.clear()
         self.wheel.close()
 
 
