@@ -85,10 +85,11 @@ def cpu_times(pid: int) -> tuple[float, float]:
 
 
 def cpus_busy(cpus: Iterable[int]) -> float:
-    """Seconds the given CPUs spent busy (user+nice+system+steal, from ``/proc/stat``).
+    """Seconds the given CPUs spent busy, from ``/proc/stat``: everything but idle and iowait.
 
-    Compared with the CPU time of the bench's own processes on those CPUs, this shows how much
-    other load (other processes, the hypervisor stealing time) disturbed a measurement.
+    Includes irq/softirq (loopback TCP runs in softirq, which processes' stime also absorbs)
+    and steal. Compared with the CPU time of the bench's own processes on those CPUs, this shows
+    how much other load (other processes, the hypervisor) disturbed a measurement.
     """
     wanted = {f"cpu{c}" for c in cpus}
     busy = 0
@@ -96,9 +97,9 @@ def cpus_busy(cpus: Iterable[int]) -> float:
         for line in f:
             parts = line.split()
             if parts and parts[0] in wanted:
-                user, nice, system = int(parts[1]), int(parts[2]), int(parts[3])
-                steal = int(parts[8]) if len(parts) > 8 else 0
-                busy += user + nice + system + steal
+                # user nice system idle iowait irq softirq steal [guest guest_nice]
+                vals = [int(v) for v in parts[1:9]]
+                busy += sum(vals) - vals[3] - vals[4]
     return busy / CLK_TCK
 
 

@@ -283,6 +283,23 @@ def run_one(
     }
 
 
+def run_least_disturbed(
+    name: str, args: argparse.Namespace, cpus: tuple[int | None, int | None]
+) -> dict[str, float]:
+    """``run_one``, repeated up to ``--retries`` times while other load disturbs it."""
+    best: dict[str, float] | None = None
+    for attempt in range(1 + args.retries):
+        r = run_one(name, args, cpus)
+        if best is None or r["other_load_pct"] < best["other_load_pct"]:
+            best = r
+        if r["other_load_pct"] < OTHER_LOAD_PCT:
+            break
+        if attempt < args.retries:
+            print(f"    disturbed (other load {r['other_load_pct']:.0f}%), again", flush=True)
+    assert best is not None
+    return best
+
+
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     rows = []
     for name, r in results.items():
@@ -363,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run every server this many times (interleaved), report medians",
     )
     ap.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help=f"repeat a run disturbed by > {OTHER_LOAD_PCT:g}%% other load up to this many "
+        "times, keep the least disturbed",
+    )
+    ap.add_argument(
         "--role", choices=["driver", "client"], default="driver", help=argparse.SUPPRESS
     )
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -396,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"[round {rnd + 1}/{args.rounds}] {name} ...", flush=True)
             try:
-                r = run_one(name, args, cpus)
+                r = run_least_disturbed(name, args, cpus)
             except Exception as exc:  # one broken server must not sink the others
                 failed[name] = f"{type(exc).__name__}: {exc}"
                 C.warn(f"{name} failed: {failed[name]}")
