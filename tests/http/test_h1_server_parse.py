@@ -123,8 +123,7 @@ VALID = [
     ),
     pytest.param(
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n",
-        [req(headers=[H, (b"connection", b"keep-alive, close")], keep_alive=False),
-         EndOfMessage()],
+        [req(headers=[H, (b"connection", b"keep-alive, close")], keep_alive=False), EndOfMessage()],
         id="http11-close-wins",
     ),
     pytest.param(
@@ -150,8 +149,13 @@ VALID = [
     pytest.param(
         b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\nhi",
         [
-            req(b"POST", b"/", [H, (b"expect", b"100-Continue"), (b"content-length", b"2")],
-                content_length=2, expect_continue=True),
+            req(
+                b"POST",
+                b"/",
+                [H, (b"expect", b"100-Continue"), (b"content-length", b"2")],
+                content_length=2,
+                expect_continue=True,
+            ),
             Data(b"hi"),
             EndOfMessage(),
         ],
@@ -160,8 +164,14 @@ VALID = [
     pytest.param(
         b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
         [
-            req(b"POST", b"/", [(b"expect", b"100-continue"), (b"content-length", b"2")],
-                http_version=b"1.0", keep_alive=False, content_length=2),
+            req(
+                b"POST",
+                b"/",
+                [(b"expect", b"100-continue"), (b"content-length", b"2")],
+                http_version=b"1.0",
+                keep_alive=False,
+                content_length=2,
+            ),
             Data(b"hi"),
             EndOfMessage(),
         ],
@@ -230,74 +240,125 @@ ERRORS = [
     # RFC 9112 6.1 / 6.3: framing, smuggling
     pytest.param(
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"0\r\n\r\n", 400, id="cl-then-te",
+        b"0\r\n\r\n",
+        400,
+        id="cl-then-te",
     ),
     pytest.param(
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
-        b"0\r\n\r\n", 400, id="te-then-cl",
+        b"0\r\n\r\n",
+        400,
+        id="te-then-cl",
     ),
     pytest.param(
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-        400, id="duplicate-cl-different",
+        400,
+        id="duplicate-cl-different",
     ),
     pytest.param(
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
-        400, id="duplicate-cl-same",
+        400,
+        id="duplicate-cl-same",
     ),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc", 400,
-                 id="cl-list"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400,
-                 id="cl-negative"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc", 400,
-                 id="cl-plus"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x3\r\n\r\nabc", 400,
-                 id="cl-hex"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\nabc", 400,
-                 id="cl-space"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
-                 400, id="cl-overflow"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400,
-                 id="te-chunked-not-last"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabc", 400,
-                 id="te-without-chunked"),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc", 400, id="cl-list"
+    ),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400, id="cl-negative"
+    ),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc", 400, id="cl-plus"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x3\r\n\r\nabc", 400, id="cl-hex"),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\nabc", 400, id="cl-space"
+    ),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        400,
+        id="cl-overflow",
+    ),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        400,
+        id="te-chunked-not-last",
+    ),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+        400,
+        id="te-without-chunked",
+    ),
     pytest.param(
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n",
-        400, id="te-split-chunked-not-last",
+        400,
+        id="te-split-chunked-not-last",
     ),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
-                 400, id="te-chunked-twice"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
-                 501, id="te-gzip-chunked"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: x, chunked\r\n\r\n0\r\n\r\n",
-                 501, id="te-unknown-coding"),
-    pytest.param(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400,
-                 id="te-in-http10"),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+        400,
+        id="te-chunked-twice",
+    ),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        501,
+        id="te-gzip-chunked",
+    ),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: x, chunked\r\n\r\n0\r\n\r\n",
+        501,
+        id="te-unknown-coding",
+    ),
+    pytest.param(
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, id="te-in-http10"
+    ),
     # RFC 9112 7.1: chunked coding
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
-                 id="chunk-bad-hex"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", 400,
-                 id="chunk-negative"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\n", 400,
-                 id="chunk-0x"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3 \r\nabc", 400,
-                 id="chunk-size-trailing-space"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX", 400,
-                 id="chunk-missing-crlf"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\n0", 400,
-                 id="chunk-bare-lf-after-data"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n", 400,
-                 id="chunk-size-bare-lf"),
     pytest.param(
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"ffffffffffffffffff\r\n", 400, id="chunk-size-overflow",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        400,
+        id="chunk-bad-hex",
     ),
     pytest.param(
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX : y\r\n\r\n", 400,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n",
+        400,
+        id="chunk-negative",
+    ),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\n",
+        400,
+        id="chunk-0x",
+    ),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3 \r\nabc",
+        400,
+        id="chunk-size-trailing-space",
+    ),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX",
+        400,
+        id="chunk-missing-crlf",
+    ),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\n0",
+        400,
+        id="chunk-bare-lf-after-data",
+    ),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n",
+        400,
+        id="chunk-size-bare-lf",
+    ),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
+        400,
+        id="chunk-size-overflow",
+    ),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX : y\r\n\r\n",
+        400,
         id="trailer-bad-name",
     ),
     pytest.param(
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: y\r\n z\r\n\r\n",
-        400, id="trailer-obs-fold",
+        400,
+        id="trailer-obs-fold",
     ),
 ]
 
@@ -363,8 +424,11 @@ def test_header_bytes_limit_431() -> None:
 
 
 def test_header_bytes_limit_counts_many_small_fields() -> None:
-    many = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(
-        b"X-%d: %d\r\n" % (i, i) for i in range(50)) + b"\r\n"
+    many = (
+        b"GET / HTTP/1.1\r\nHost: a\r\n"
+        + b"".join(b"X-%d: %d\r\n" % (i, i) for i in range(50))
+        + b"\r\n"
+    )
     (err,) = feed(many, max_header_bytes=300, max_header_count=1000)
     assert err.status == 431
 
@@ -399,8 +463,11 @@ def test_header_count_limit_431() -> None:
 
 
 def test_trailers_count_against_header_limits() -> None:
-    data = (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
-            + b"T: 1\r\n" * 5 + b"\r\n")
+    data = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+        + b"T: 1\r\n" * 5
+        + b"\r\n"
+    )
     events = feed(data, max_header_count=4)
     assert isinstance(events[-1], HTTPProtocolError) and events[-1].status == 431
 
@@ -412,15 +479,17 @@ def test_body_limit_from_content_length_413_before_body() -> None:
 
 
 def test_body_limit_exact_is_fine() -> None:
-    events = feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789",
-                  max_body_size=10)
+    events = feed(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789", max_body_size=10
+    )
     assert events[1:] == [Data(b"0123456789"), EndOfMessage()]
 
 
 def test_body_limit_chunked_413_while_reading() -> None:
     conn = ServerConnection(max_body_size=10)
     events = conn.receive_data(
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n")
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n"
+    )
     assert events[1:] == [Data(b"abcdef")]
     events = conn.receive_data(b"5\r\nghijk\r\n")
     assert len(events) == 1 and isinstance(events[0], HTTPMessageTooBig)
@@ -510,8 +579,10 @@ def test_pause_then_partial_message_flows_after_resume() -> None:
     second = b"POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab"
     assert conn.receive_data(first + second) == [req(target=b"/1"), EndOfMessage()]
     resumed = conn.resume()
-    assert resumed == [req(b"POST", b"/2", [H, (b"content-length", b"4")], content_length=4),
-                       Data(b"ab")]
+    assert resumed == [
+        req(b"POST", b"/2", [H, (b"content-length", b"4")], content_length=4),
+        Data(b"ab"),
+    ]
     assert not conn.paused
     assert conn.receive_data(b"cd") == [Data(b"cd"), EndOfMessage()]
     assert conn.paused
@@ -536,8 +607,10 @@ def test_error_while_paused_is_held_in_order() -> None:
 # Upgrade and CONNECT (RFC 9110 7.8, 9.3.6)
 # ---------------------------------------------------------------------------------------------
 
-WS = (b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n"
-      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+WS = (
+    b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
 
 
 def test_upgrade_hands_back_trailing_bytes() -> None:
@@ -579,8 +652,10 @@ def test_declined_upgrade_goes_on_in_http() -> None:
 
 
 def test_upgrade_with_body_cannot_keep_alive() -> None:
-    (r, _) = feed(b"POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
-                  b"Content-Length: 3\r\n\r\nabc")
+    (r, _) = feed(
+        b"POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
+        b"Content-Length: 3\r\n\r\nabc"
+    )
     assert r.upgrade == b"h2c" and not r.keep_alive
 
 
@@ -600,12 +675,15 @@ def test_eof_between_requests_is_clean() -> None:
     assert conn.receive_eof() == []
 
 
-@pytest.mark.parametrize("partial", [
-    b"GET / HT",
-    b"GET / HTTP/1.1\r\nHost: a\r\n",
-    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab",
-    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n",
-])
+@pytest.mark.parametrize(
+    "partial",
+    [
+        b"GET / HT",
+        b"GET / HTTP/1.1\r\nHost: a\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n",
+    ],
+)
 def test_eof_mid_request(partial: bytes) -> None:
     conn = ServerConnection()
     conn.receive_data(partial)

@@ -325,7 +325,7 @@ cdef inline long long _parse_length(bytes value) except -2:
     for i in range(n):
         if p[i] < b'0' or p[i] > b'9':
             raise ValueError("invalid Content-Length %r" % (value,))
-        r = r * 10 + (p[i] - b'0')
+        r = r * 10 + (p[i] - 48)
     return r
 
 
@@ -492,6 +492,7 @@ cdef enum:
     S_BODY = 2       # head done, body (or trailers) in progress
     S_UPGRADED = 3   # the connection switched protocols; bytes go to trailing_data
     S_ERROR = 4      # a protocol error was reported; nothing more is parsed
+    S_CLOSED = 5     # the last message did not keep the connection alive: input is ignored
 
 cdef enum:
     C_CLOSE = 1
@@ -660,7 +661,8 @@ cdef class _H1Parser:
                 raise
             self._fail(err)
         except HttpParserError as exc:
-            self._fail(self._map_error(str(exc)))
+            if self._state != S_CLOSED:
+                self._fail(self._map_error(str(exc)))
         else:
             if self._state == S_HEAD:
                 self._head_fed += self._feed_len
@@ -789,7 +791,9 @@ cdef class ServerConnection(_H1Parser):
         self._req._body_started = True
 
     def on_message_complete(self):
-        self._state = S_IDLE
+        # RFC 9112 9.6: nothing after a request without keep-alive is processed (llhttp
+        # reports "Data after Connection: close", which is ignored).
+        self._state = S_IDLE if self._req.keep_alive else S_CLOSED
         self._req._body_done = True
         self._req = None
         self._events.append(self._eom())
