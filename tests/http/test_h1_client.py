@@ -75,7 +75,7 @@ def test_streaming_chunked_request() -> None:
 
 def test_streaming_with_content_length() -> None:
     conn = ClientConnection()
-    head = conn.send_request(b"PUT", b"/", HOST + [(b"Content-Length", b"3")], stream=True)
+    head = conn.send_request(b"PUT", b"/", [*HOST, (b"Content-Length", b"3")], stream=True)
     assert b"Transfer-Encoding" not in head
     assert conn.send_data(b"ab") == b"ab"
     with pytest.raises(ValueError):
@@ -84,7 +84,7 @@ def test_streaming_with_content_length() -> None:
 
 def test_streaming_too_short_is_never_reused() -> None:
     conn = ClientConnection()
-    conn.send_request(b"PUT", b"/", HOST + [(b"Content-Length", b"3")], stream=True)
+    conn.send_request(b"PUT", b"/", [*HOST, (b"Content-Length", b"3")], stream=True)
     conn.send_data(b"ab")
     with pytest.raises(ValueError):
         conn.end_request()
@@ -101,7 +101,7 @@ def test_streaming_too_short_is_never_reused() -> None:
         (b"GET", b"/a b", HOST),
         (b"GET", b"", HOST),
         (b"GET", b"/\r\n", HOST),
-        (b"GET", b"/", HOST + [(b"X", b"a\r\nb")]),
+        (b"GET", b"/", [*HOST, (b"X", b"a\r\nb")]),
     ],
 )
 def test_invalid_requests(args: Any) -> None:
@@ -113,9 +113,9 @@ def test_body_and_stream_conflict() -> None:
     with pytest.raises(ValueError):
         ClientConnection().send_request(b"POST", b"/", HOST, b"x", stream=True)
     with pytest.raises(ValueError):
-        ClientConnection().send_request(b"POST", b"/", HOST + [(b"Content-Length", b"5")])
+        ClientConnection().send_request(b"POST", b"/", [*HOST, (b"Content-Length", b"5")])
     with pytest.raises(ValueError):
-        ClientConnection().send_request(b"POST", b"/", HOST + [(b"Content-Length", b"5")], b"x")
+        ClientConnection().send_request(b"POST", b"/", [*HOST, (b"Content-Length", b"5")], b"x")
 
 
 def test_one_request_at_a_time() -> None:
@@ -329,14 +329,14 @@ def test_keep_alive_reuse_cycle() -> None:
 
 def test_we_sent_connection_close() -> None:
     conn = ClientConnection()
-    conn.send_request(b"GET", b"/", HOST + [(b"Connection", b"close")])
+    conn.send_request(b"GET", b"/", [*HOST, (b"Connection", b"close")])
     conn.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     assert conn.response_complete and not conn.reusable
 
 
 def test_early_response_while_body_streams() -> None:
     conn = ClientConnection()
-    conn.send_request(b"POST", b"/", HOST + [(b"Expect", b"100-continue")], stream=True)
+    conn.send_request(b"POST", b"/", [*HOST, (b"Expect", b"100-continue")], stream=True)
     events = conn.receive_data(b"HTTP/1.1 100 Continue\r\n\r\n")
     assert events == [Response(100, [], b"Continue")]
     conn.send_data(b"abc")
@@ -349,7 +349,7 @@ def test_early_response_while_body_streams() -> None:
 def test_switching_protocols() -> None:
     conn = ClientConnection()
     conn.send_request(
-        b"GET", b"/ws", HOST + [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
+        b"GET", b"/ws", [*HOST, (b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
     )
     data = (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
@@ -368,7 +368,7 @@ def test_connect_tunnel() -> None:
     conn.send_request(b"CONNECT", b"example.com:443", HOST)
     events = conn.receive_data(b"HTTP/1.1 200 Connection Established\r\n\r\n\x16\x03\x01")
     assert events == [
-        Response(200, [], b"Connection Established", keep_alive=False),
+        Response(200, [], b"Connection Established"),
         EndOfMessage(),
     ]
     assert conn.trailing_data == b"\x16\x03\x01" and not conn.reusable

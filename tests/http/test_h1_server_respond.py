@@ -234,7 +234,7 @@ def test_second_response_while_streaming_is_an_error() -> None:
 def test_head_response_has_length_but_no_body() -> None:
     conn = conn_with(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
     raw = conn.respond(200, [], b"hello")
-    status, fields, body = split_response(raw)
+    _status, fields, body = split_response(raw)
     assert (b"Content-Length", b"5") in fields and body == b""
 
 

@@ -1173,7 +1173,13 @@ cdef class ClientConnection(_H1Parser):
         resp.status = status
         resp.reason = self._reason
         resp.keep_alive = p.should_keep_alive()
-        resp.http_version = self._version(resp.keep_alive)
+        if self._head_only and not resp.keep_alive:
+            # llhttp thinks an unframed body runs to EOF; a response to HEAD has none
+            resp.http_version = self._version(False)
+            resp.keep_alive = not (self._conn_tokens & C_CLOSE) and (
+                resp.http_version != b"1.0" or bool(self._conn_tokens & C_KEEP_ALIVE))
+        else:
+            resp.http_version = self._version(resp.keep_alive)
         resp.headers = self._headers
         resp.content_length = cl
         resp.chunked = self._te is not None and _has_token(self._te, "chunked", 7)
