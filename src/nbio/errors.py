@@ -24,6 +24,7 @@ __all__ = [
     "HTTPProtocolError",
     "MessageTooBig",
     "NbioError",
+    "NotConnected",
     "ProtocolError",
     "RpcError",
     "RpcTimeout",
@@ -110,3 +111,7 @@ class HTTPProtocolError(ProtocolError):
 
 class HTTPMessageTooBig(HTTPProtocolError, MessageTooBig):
     """An HTTP message body is larger than the configured limit (status 413 on a server)."""
+
+
+class NotConnected(ConnectionLost):
+    """An RPC client is not connected (closed, or between reconnect attempts): nothing was sent."""
