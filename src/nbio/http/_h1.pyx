@@ -534,7 +534,7 @@ cdef class _H1Parser:
     cdef bytes _trailing
 
     def __cinit__(self):
-        self._events = []
+        self._events = None
         self._state = S_IDLE
         self._trailing = b""
         self._feed_len = 0
@@ -668,6 +668,7 @@ cdef class _H1Parser:
                 self._head_fed += self._feed_len
                 if self._head_fed > self._max_header_bytes:
                     self._fail(self._too_big("header section too large"))
+        self._events = None   # the caller owns the list now; idle connections keep nothing
         return events
 
     cdef _map_error(self, str reason):
@@ -773,6 +774,8 @@ cdef class ServerConnection(_H1Parser):
             req.expect_continue = False
         self._req = req
         self._state = S_BODY
+        self._headers = None
+        self._url = None
         self._pending.append(req)
         self._events.append(req)
 
@@ -1181,6 +1184,7 @@ cdef class ClientConnection(_H1Parser):
         else:
             resp.http_version = self._version(resp.keep_alive)
         resp.headers = self._headers
+        self._headers = None
         resp.content_length = cl
         resp.chunked = self._te is not None and _has_token(self._te, "chunked", 7)
         self._interim = status < 200
@@ -1275,6 +1279,7 @@ cdef class ClientConnection(_H1Parser):
             rest = self._buf
             self._buf = b""
             events.extend(self._feed(rest))
+        self._events = None
         return events
 
     def receive_eof(self):
@@ -1288,6 +1293,7 @@ cdef class ClientConnection(_H1Parser):
         elif self._state == S_HEAD or self._state == S_BODY or (self._head_only and self._buf):
             self._fail(HTTPProtocolError(None, "connection closed in the middle of a response"))
         self._resp_keep_alive = False
+        self._events = None
         return events
 
     @property

@@ -30,6 +30,10 @@ Server::
             transport.write(conn.error_response(event)); close()
     if conn.must_close: close()   # after the response bytes are written
 
+A response may be sent before its request body has arrived (e.g. 413); when the connection
+stays open, that request's remaining ``Data``/``EndOfMessage`` events still follow and the
+caller drops them. Nothing after a request without keep-alive is parsed (RFC 9112 9.6).
+
 Responses are produced in request order (pipelining): ``respond``, or ``start_response`` +
 ``send_data`` + ``end_response`` for streaming (Content-Length when given in the headers,
 else chunked for HTTP/1.1 clients, else close-delimited for HTTP/1.0 clients). Responses to
