@@ -31,8 +31,8 @@ except ImportError:  # pragma: no cover - non-Linux
 
 __all__ = [
     "BACKENDS",
-    "ConnBase",
     "Conn",
+    "ConnBase",
     "Engine",
     "Handler",
     "Listener",

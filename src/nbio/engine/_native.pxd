@@ -28,10 +28,15 @@ cdef class NativeEngine:
     cdef int epfd
     cdef void *events
     cdef int maxevents
+    cdef int max_rounds
     cdef void **table
     cdef unsigned char *kinds
     cdef int table_size
     cdef char *rbuf
+    cdef object rview
+    cdef unsigned long long polls
+    cdef unsigned long long events_total
+    cdef unsigned long long views_created
     cdef readonly Py_ssize_t read_buffer_size
     cdef readonly int max_reads
     cdef readonly Py_ssize_t max_write_buffer
@@ -71,4 +76,7 @@ cdef class NativeEngine:
     cdef int _mem_resume(self) except -1
     cdef int _wake_drain(self, Conn conn, object exc) except -1
     cdef Conn _new_conn(self, int fd, Hub hub, unsigned int flags)
+    cdef object _read_view(self, Py_ssize_t n)
+    cdef int _view_escaped(self, object mv) except -1
     cdef _dial_ready(self, int fd)
+    cdef int _poll_once(self) except -1

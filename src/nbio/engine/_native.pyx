@@ -32,7 +32,13 @@ from nbio.errors import (
 cdef extern from "Python.h":
     object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
     int PyBUF_READ
-    Py_ssize_t Py_REFCNT(object o)
+    Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)
+    # CPython's memoryview object (same layout 3.9 - 3.13): the engine re-targets its one
+    # read view at each delivery instead of allocating two objects per read.
+    ctypedef struct PyMemoryViewObject:
+        Py_hash_t hash
+        Py_ssize_t exports
+        Py_buffer view
 
 cdef extern from "<sys/epoll.h>" nogil:
     ctypedef union epoll_data_t:
@@ -232,6 +238,10 @@ cdef class Conn(ConnBase):
             p = PyBytes_AS_STRING(data)
             n = PyBytes_GET_SIZE(data)
             return self._write_raw(p, n)
+        eng = <NativeEngine>self.hub.engine
+        if data is eng.rview:
+            # echoing what on_data just received: no buffer export needed
+            return self._write_raw(eng.rbuf, (<PyMemoryViewObject *>data).view.len)
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             self._write_raw(<const char *>view.buf, view.len)
@@ -421,18 +431,14 @@ cdef class Conn(ConnBase):
 
     cdef int _deliver(self, Py_ssize_t n) except -1:
         cdef NativeEngine eng = <NativeEngine>self.hub.engine
-        mv = PyMemoryView_FromMemory(eng.rbuf, n, PyBUF_READ)
+        cdef object mv = eng._read_view(n)
         try:
             self.hub.on_data(self, mv)
         except Exception as exc:
             self.hub.log_error(self, "on_data", exc)
             self._close(exc)
-        if Py_REFCNT(mv) > 1:
-            # The handler kept the view: invalidate it rather than let it see later reads.
-            try:
-                mv.release()
-            except BufferError:
-                pass
+        if _refcnt(<PyObject *>mv) > 2:
+            eng._view_escaped(mv)
         return 0
 
     cdef int _on_eof(self) except -1:
@@ -758,17 +764,14 @@ cdef class UdpSocket:
                     continue
             if conn.idle_ticks:
                 conn.idle_dl = eng.tick + conn.idle_ticks
-            mv = PyMemoryView_FromMemory(eng.rbuf, n, PyBUF_READ)
+            mv = eng._read_view(n)
             try:
                 self.hub.on_data(conn, mv)
             except Exception as exc:
                 self.hub.log_error(conn, "on_data", exc)
                 conn._close(exc)
-            if Py_REFCNT(mv) > 1:
-                try:
-                    mv.release()
-                except BufferError:
-                    pass
+            if _refcnt(<PyObject *>mv) > 2:
+                eng._view_escaped(mv)
         return 0
 
     def close(self):
@@ -899,7 +902,7 @@ cdef class NativeEngine:
                  Py_ssize_t max_write_buffer=4 * 1024 * 1024, Py_ssize_t write_high_water=65536,
                  Py_ssize_t write_low_water=16384, int backlog=1024, max_connections=None,
                  memory_limit=None, double timer_resolution=0.05, double close_timeout=10.0,
-                 bint tcp_nodelay=True, int max_events=1024):
+                 bint tcp_nodelay=True, int max_events=1024, int poll_rounds=4):
         self.loop = loop
         self.read_buffer_size = read_buffer_size
         self.max_reads = max(1, max_reads_per_turn)
@@ -913,6 +916,7 @@ cdef class NativeEngine:
         self.tcp_nodelay = tcp_nodelay
         self.wheel = TimerWheel(loop, timer_resolution)
         self.maxevents = max_events
+        self.max_rounds = max(1, poll_rounds)
         self.mem_paused_conns = []
         self.drain_waiters = {}
         self.close_reasons = {}
@@ -998,6 +1002,30 @@ cdef class NativeEngine:
             Py_DECREF(<object>p)
         return 0
 
+    cdef object _read_view(self, Py_ssize_t n):
+        """The engine's read view, re-targeted at the first ``n`` bytes of the read buffer."""
+        cdef PyMemoryViewObject *m
+        if self.rview is None or _refcnt(<PyObject *>self.rview) != 1 \
+                or (<PyMemoryViewObject *>self.rview).exports != 0:
+            self.rview = PyMemoryView_FromMemory(self.rbuf, self.read_buffer_size, PyBUF_READ)
+            self.views_created += 1
+        m = <PyMemoryViewObject *>self.rview
+        m.view.len = n
+        m.view.shape[0] = n
+        m.hash = -1
+        return self.rview
+
+    cdef int _view_escaped(self, object mv) except -1:
+        """A handler kept the read view: invalidate it (it must not show later reads) and
+        use a fresh one from now on."""
+        if mv is self.rview:
+            self.rview = None
+        try:
+            mv.release()
+        except BufferError:
+            pass
+        return 0
+
     cdef Conn _new_conn(self, int fd, Hub hub, unsigned int flags):
         cdef Conn conn = Conn.__new__(Conn)
         conn.hub = hub
@@ -1009,6 +1037,16 @@ cdef class NativeEngine:
     # -- event dispatch ---------------------------------------------------------------------
 
     def _on_ready(self):
+        cdef int rounds
+        if self.closed:
+            return
+        # Drain ready events; poll again while the previous round found work, so a busy
+        # engine handles several batches per loop turn instead of one.
+        for rounds in range(self.max_rounds):
+            if self._poll_once() == 0 or self.closed:
+                return
+
+    cdef int _poll_once(self) except -1:
         cdef epoll_event *evs = <epoll_event *>self.events
         cdef int n, i, fd
         cdef uint32_t ev
@@ -1016,11 +1054,11 @@ cdef class NativeEngine:
         cdef void *p
         cdef Conn conn
         cdef object obj
-        if self.closed:
-            return
         n = epoll_wait(self.epfd, evs, self.maxevents, 0)
         if n <= 0:
-            return
+            return 0
+        self.polls += 1
+        self.events_total += n
         self.tick = self.wheel.now_tick()
         for i in range(n):
             fd = evs[i].data.fd
@@ -1054,6 +1092,7 @@ cdef class NativeEngine:
                 self._dial_ready(fd)
             elif kind == K_UDP:
                 (<UdpSocket>obj)._read()
+        return n
 
     # -- memory accounting ------------------------------------------------------------------
 
@@ -1218,6 +1257,9 @@ cdef class NativeEngine:
             "udp_dropped": self.udp_dropped,
             "memory_paused": bool(self.mem_paused),
             "timers": self.wheel.pending,
+            "polls": self.polls,
+            "events": self.events_total,
+            "read_views": self.views_created,
         }
 
     def close_listeners(self):
