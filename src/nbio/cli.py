@@ -34,7 +34,7 @@ async def run_demo(host: str, port: int, seconds: Optional[float]) -> None:
     bound_host, bound_port = listener.address[:2]
     print(f"nbio demo: echo server listening on {bound_host}:{bound_port} "
           f"(engine backend: {engine.backend})", flush=True)
-    print("  try:  nc {0} {1}     or:  telnet {0} {1}".format(bound_host, bound_port), flush=True)
+    print(f"  try:  nc {bound_host} {bound_port}     or:  telnet {bound_host} {bound_port}", flush=True)
     print("  stop: Ctrl-C", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
