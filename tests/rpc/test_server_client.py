@@ -9,6 +9,7 @@ import tempfile
 from typing import Any, List
 
 import pytest
+from tests.rpc._support import BACKENDS, client_for, open_raw, serving
 
 from nbio.errors import ConnectionLost, RpcError, RpcTimeout
 from nbio.rpc import Client, Router, Server
@@ -23,7 +24,6 @@ from nbio.rpc.message import (
     FLAG_ERROR,
     encode,
 )
-from tests.rpc._support import BACKENDS, client_for, open_raw, serving
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)
 
@@ -59,7 +59,7 @@ async def test_first_seq_constant(backend: str) -> None:
 
 
 async def test_golden_call_answered_byte_for_byte(backend: str) -> None:
-    async with serving(backend, echo_router()) as (server, engine, addr):
+    async with serving(backend, echo_router()) as (_server, _engine, addr):
         raw = await open_raw(addr)
         raw.send(GOLDEN_CALL)
         assert await raw.read_raw() == GOLDEN_ANSWER
@@ -93,7 +93,7 @@ async def test_client_sends_golden_call(backend: str) -> None:
 
 
 async def test_golden_notify_ping_and_errors(backend: str) -> None:
-    async with serving(backend, echo_router()) as (server, engine, addr):
+    async with serving(backend, echo_router()) as (_server, _engine, addr):
         raw = await open_raw(addr)
         # ping -> pong, a bare header
         raw.send(encode(CMD_PING, "", 0))
@@ -114,7 +114,7 @@ async def test_golden_notify_ping_and_errors(backend: str) -> None:
 
 
 async def test_server_notifies_and_calls_on_the_wire(backend: str) -> None:
-    async with serving(backend, echo_router()) as (server, engine, addr):
+    async with serving(backend, echo_router()) as (server, _engine, addr):
         raw = await open_raw(addr)
         raw.send(encode(CMD_PING, "", 0))
         await raw.read()
@@ -155,7 +155,7 @@ async def test_calls_values_and_errors(backend: str) -> None:
     def error(ctx: Any) -> None:
         ctx.error("told you")
 
-    async with serving(backend, r) as (server, engine, addr):
+    async with serving(backend, r) as (_server, engine, addr):
         c = await client_for(engine, addr)
         assert await c.call("/echo", b"\x00\xff", as_type=bytes) == b"\x00\xff"
         assert await c.call("/add", [2, 3]) == 5
@@ -209,7 +209,7 @@ async def test_calls_both_directions(backend: str) -> None:
 async def test_callback_style_call(backend: str) -> None:
     r = echo_router()
     r.handle("/never", lambda ctx: None)
-    async with serving(backend, r) as (server, engine, addr):
+    async with serving(backend, r) as (_server, engine, addr):
         c = await client_for(engine, addr)
         loop = asyncio.get_running_loop()
         results: List[Any] = []
@@ -231,7 +231,7 @@ async def test_callback_style_call(backend: str) -> None:
 
 
 async def test_async_flag_echoed(backend: str) -> None:
-    async with serving(backend, echo_router()) as (server, engine, addr):
+    async with serving(backend, echo_router()) as (_server, _engine, addr):
         raw = await open_raw(addr)
         raw.send(encode(CMD_REQUEST, "/echo", 5, b"z", FLAG_ASYNC))
         msg = await raw.read()
@@ -248,7 +248,7 @@ async def test_timeout_and_late_answer(backend: str) -> None:
         await release.wait()
         return "late"
 
-    async with serving(backend, r) as (server, engine, addr):
+    async with serving(backend, r) as (_server, engine, addr):
         c = await client_for(engine, addr)
         with pytest.raises(RpcTimeout):
             await c.call("/slow", timeout=0.05)
@@ -264,7 +264,7 @@ async def test_timeout_and_late_answer(backend: str) -> None:
 async def test_client_default_timeout(backend: str) -> None:
     r = Router()
     r.handle("/never", lambda ctx: None)
-    async with serving(backend, r) as (server, engine, addr):
+    async with serving(backend, r) as (_server, engine, addr):
         c = await client_for(engine, addr, timeout=0.05)
         with pytest.raises(RpcTimeout):
             await c.call("/never")
@@ -274,7 +274,7 @@ async def test_client_default_timeout(backend: str) -> None:
 async def test_cancelled_call_is_forgotten(backend: str) -> None:
     r = Router()
     r.handle("/never", lambda ctx: None)
-    async with serving(backend, r) as (server, engine, addr):
+    async with serving(backend, r) as (_server, engine, addr):
         c = await client_for(engine, addr)
         task = asyncio.ensure_future(c.call("/never"))
         await asyncio.sleep(0)
@@ -311,7 +311,7 @@ async def test_disconnect_mid_call_fails_every_pending_call(backend: str) -> Non
 
 
 async def test_server_peer_call_fails_when_client_leaves(backend: str) -> None:
-    async with serving(backend, Router()) as (server, engine, addr):
+    async with serving(backend, Router()) as (server, _engine, addr):
         raw = await open_raw(addr)
         raw.send(encode(CMD_PING, "", 0))
         await raw.read()
@@ -324,7 +324,7 @@ async def test_server_peer_call_fails_when_client_leaves(backend: str) -> None:
 
 
 async def test_ten_thousand_concurrent_calls(backend: str) -> None:
-    async with serving(backend, echo_router()) as (server, engine, addr):
+    async with serving(backend, echo_router()) as (_server, engine, addr):
         c = await client_for(engine, addr)
         n = 10_000
         results = await asyncio.gather(*(c.call("/add", [i, 1]) for i in range(n)))
@@ -340,19 +340,25 @@ async def test_ten_thousand_concurrent_calls(backend: str) -> None:
     "junk",
     [
         pytest.param(bytes.fromhex("ffffffff 00 01 00 05 0200000000000000"), id="body-over-limit"),
-        pytest.param(encode(CMD_REQUEST, "/echo", 2, b"x")[:5] + b"\x09" + b"\x00" * 10 + b"/echo" + b"x",
-                     id="unknown-command"),
-        pytest.param(bytes.fromhex("06000000 00 00 00 05 0200000000000000") + b"/echox",
-                     id="command-zero"),
-        pytest.param(bytes.fromhex("0a000000 80 01 00 05 0200000000000000") + b"notgzip!!!",
-                     id="bad-gzip"),
+        pytest.param(
+            encode(CMD_REQUEST, "/echo", 2, b"x")[:5] + b"\x09" + b"\x00" * 10 + b"/echo" + b"x",
+            id="unknown-command",
+        ),
+        pytest.param(
+            bytes.fromhex("06000000 00 00 00 05 0200000000000000") + b"/echox", id="command-zero"
+        ),
+        pytest.param(
+            bytes.fromhex("0a000000 80 01 00 05 0200000000000000") + b"notgzip!!!", id="bad-gzip"
+        ),
     ],
 )
 async def test_malformed_frame_closes_only_that_connection(backend: str, junk: bytes) -> None:
     from nbio.rpc import GzipCoder
 
     async with serving(backend, echo_router(), max_body_len=1 << 20, coders=[GzipCoder()]) as (
-        server, engine, addr,
+        server,
+        engine,
+        addr,
     ):
         good = await client_for(engine, addr, coders=[GzipCoder()])
         raw = await open_raw(addr)
@@ -372,7 +378,7 @@ async def test_truncated_frame_then_close(backend: str) -> None:
     closed = asyncio.Event()
     r = echo_router()
     r.on_disconnect(lambda peer: closed.set())
-    async with serving(backend, r) as (server, engine, addr):
+    async with serving(backend, r) as (_server, engine, addr):
         good = await client_for(engine, addr)
         raw = await open_raw(addr)
         raw.send(GOLDEN_CALL[:10])
@@ -383,7 +389,7 @@ async def test_truncated_frame_then_close(backend: str) -> None:
 
 
 async def test_bad_method_length_dropped_connection_kept(backend: str) -> None:
-    async with serving(backend, echo_router()) as (server, engine, addr):
+    async with serving(backend, echo_router()) as (_server, _engine, addr):
         raw = await open_raw(addr)
         # method length 0 on a request: arpc drops the message and keeps reading
         raw.send(bytes.fromhex("05000000 00 01 00 00 0300000000000000") + b"hello")
@@ -393,7 +399,7 @@ async def test_bad_method_length_dropped_connection_kept(backend: str) -> None:
 
 
 async def test_byte_by_byte_input(backend: str) -> None:
-    async with serving(backend, echo_router()) as (server, engine, addr):
+    async with serving(backend, echo_router()) as (_server, _engine, addr):
         raw = await open_raw(addr)
         for i in range(len(GOLDEN_CALL)):
             raw.send(GOLDEN_CALL[i : i + 1])
@@ -519,8 +525,9 @@ async def test_graceful_shutdown_answers_in_flight_calls(backend: str) -> None:
 
 
 async def test_keepalive_and_read_timeout(backend: str) -> None:
-    async with serving(backend, echo_router(), read_timeout=0.3,
-                       engine_kw={"timer_resolution": 0.01}) as (server, engine, addr):
+    async with serving(
+        backend, echo_router(), read_timeout=0.3, engine_kw={"timer_resolution": 0.01}
+    ) as (_server, engine, addr):
         lost = asyncio.Event()
         r = Router()
         r.on_disconnect(lambda p: lost.set())
@@ -535,7 +542,7 @@ async def test_keepalive_and_read_timeout(backend: str) -> None:
 
 
 async def test_server_keepalive_pings(backend: str) -> None:
-    async with serving(backend, echo_router(), keepalive=0.02) as (server, engine, addr):
+    async with serving(backend, echo_router(), keepalive=0.02) as (_server, _engine, addr):
         raw = await open_raw(addr)
         msg = await raw.read()
         assert msg.cmd == CMD_PING
@@ -543,8 +550,9 @@ async def test_server_keepalive_pings(backend: str) -> None:
 
 
 async def test_client_read_timeout_with_server_keepalive(backend: str) -> None:
-    async with serving(backend, echo_router(), keepalive=0.05,
-                       engine_kw={"timer_resolution": 0.01}) as (server, engine, addr):
+    async with serving(
+        backend, echo_router(), keepalive=0.05, engine_kw={"timer_resolution": 0.01}
+    ) as (_server, engine, addr):
         lost = asyncio.Event()
         r = Router()
         r.on_disconnect(lambda p: lost.set())
@@ -560,7 +568,7 @@ async def test_client_read_timeout_with_server_keepalive(backend: str) -> None:
 async def test_error_flag_on_wire(backend: str) -> None:
     r = Router()
     r.handle("/e", lambda ctx: ctx.error("nope"))
-    async with serving(backend, r) as (server, engine, addr):
+    async with serving(backend, r) as (_server, _engine, addr):
         raw = await open_raw(addr)
         raw.send(encode(CMD_REQUEST, "/e", 11, b""))
         msg = await raw.read()

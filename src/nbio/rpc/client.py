@@ -80,8 +80,9 @@ class _AsyncCall:
 
     __slots__ = ("as_type", "callback", "method", "timer")
 
-    def __init__(self, callback: Callable[[Any, Optional[BaseException]], Any], as_type: Any,
-                 method: str) -> None:
+    def __init__(
+        self, callback: Callable[[Any, Optional[BaseException]], Any], as_type: Any, method: str
+    ) -> None:
         self.callback = callback
         self.as_type = as_type
         self.method = method
@@ -271,7 +272,11 @@ class Peer:
                 conn.write(batch[0] if len(batch) == 1 else b"".join(batch))
 
     async def call(
-        self, method: str, value: Any = None, *, timeout: Optional[float] = None,
+        self,
+        method: str,
+        value: Any = None,
+        *,
+        timeout: Optional[float] = None,
         as_type: Any = None,
     ) -> Any:
         """Call ``method`` with ``value`` and return the decoded answer."""
@@ -442,6 +447,7 @@ class Peer:
         from nbio.rpc.stream import Stream
 
         sid = msg.seq
+        st: Any
         if msg.cmd_byte & STREAM_LOCAL:  # from the side that created it: ours is remote
             streams = self._rstreams
             st = None if streams is None else streams.get(sid)
@@ -473,8 +479,9 @@ class Peer:
 
     def _forget_stream(self, st: Any) -> None:
         streams = self._lstreams if st.local else self._rstreams
-        if streams is not None and streams.get(st.id) is st:
-            del streams[st.id]
+        sid = st.id
+        if streams is not None and streams.get(sid) is st:
+            del streams[sid]
 
     def _on_close(self, conn: Any, exc: Optional[BaseException]) -> None:
         if conn is not self.conn:
@@ -483,9 +490,7 @@ class Peer:
             self.close_reason = exc
         self._batch = None
         reason = self.close_reason
-        lost = ConnectionLost(
-            "connection lost" + (f": {reason}" if reason is not None else "")
-        )
+        lost = ConnectionLost("connection lost" + (f": {reason}" if reason is not None else ""))
         self._fail_pending(lost)
         for streams in (self._lstreams, self._rstreams):
             if streams:
@@ -702,7 +707,7 @@ class Client(Peer):
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def close(self, timeout: float = 5.0) -> None:
+    async def close(self, timeout: float = 5.0) -> None:  # type: ignore[override]
         """Stop reconnecting, close the connection (pending calls get ConnectionLost) and
         cancel the tasks of handlers still running."""
         self._closing = True
@@ -736,9 +741,7 @@ class Client(Peer):
         await self.close()
 
 
-async def connect(
-    host: Optional[str] = None, port: Optional[int] = None, **options: Any
-) -> Client:
+async def connect(host: Optional[str] = None, port: Optional[int] = None, **options: Any) -> Client:
     """Create a :class:`Client` and connect it: ``await connect("127.0.0.1", 8888)`` or
     ``await connect(path="/tmp/rpc.sock")``."""
     return await Client(host, port, **options).connect()

@@ -82,7 +82,16 @@ class Context:
       values shared along the chain.
     """
 
-    __slots__ = ("_aborted", "_answered", "_chain", "_index", "_pending", "_values", "client", "message")
+    __slots__ = (
+        "_aborted",
+        "_answered",
+        "_chain",
+        "_index",
+        "_pending",
+        "_values",
+        "client",
+        "message",
+    )
 
     def __init__(self, client: Any, message: Any, chain: Sequence[Any] = ()) -> None:
         self.client = client
@@ -116,8 +125,16 @@ class Context:
 
     def bind(self, as_type: Any = None) -> Any:
         """The request value: decoded with the connection's codec, or the payload as text
-        (``as_type=str``) or bytes (``as_type=bytes``). An empty payload gives None."""
-        return payload_to_value(self.message.payload, self.client.codec, as_type)
+        (``as_type=str``) or bytes (``as_type=bytes``). An empty payload gives None.
+
+        A payload the codec cannot decode raises RpcError (which, uncaught, answers the
+        caller with its text)."""
+        try:
+            return payload_to_value(self.message.payload, self.client.codec, as_type)
+        except Exception as exc:
+            raise RpcError(
+                f"cannot decode the request with {type(self.client.codec).__name__}: {exc}"
+            ) from exc
 
     # -- answering ----------------------------------------------------------------------------
 
@@ -215,6 +232,11 @@ class Context:
                     return cont
                 if not self._answered:
                     self._result(result)
+            pending = self._pending
+            if pending is not None and not pending.started:
+                # a middleware called next() and did not await the coroutine part of
+                # the chain: the rest belongs to that continuation
+                return pending
             i = self._index + 1
         return DONE
 

@@ -116,7 +116,9 @@ class PubSubServer:
     """
 
     def __init__(
-        self, server: Server, password: Optional[str] = None,
+        self,
+        server: Server,
+        password: Optional[str] = None,
         backplane: Optional[Backplane] = None,
     ) -> None:
         self.server = server
@@ -145,7 +147,9 @@ class PubSubServer:
 
     def publish(self, topic: str, value: Any) -> None:
         """Publish ``value`` (str/bytes raw, else via the server's codec) on ``topic``."""
-        self.backplane.publish(topic, encode_topic(topic, value_to_payload(value, self.server.codec)))
+        self.backplane.publish(
+            topic, encode_topic(topic, value_to_payload(value, self.server.codec))
+        )
 
     def publish_to_one(self, topic: str, value: Any) -> None:
         raw = encode_topic(topic, value_to_payload(value, self.server.codec))
@@ -300,7 +304,11 @@ class PubSubClient:
 
     @classmethod
     async def connect(
-        cls, host: Optional[str] = None, port: Optional[int] = None, *, password: str = "",
+        cls,
+        host: Optional[str] = None,
+        port: Optional[int] = None,
+        *,
+        password: str = "",
         **options: Any,
     ) -> PubSubClient:
         """Create a :class:`Client`, connect it and authenticate."""

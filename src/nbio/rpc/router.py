@@ -21,7 +21,7 @@ import inspect
 import logging
 import time
 from types import CoroutineType
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from nbio.rpc.context import DONE, Context
 from nbio.rpc.message import CMD_REQUEST, ERR_METHOD_NOT_FOUND
@@ -75,13 +75,15 @@ class Router:
 
     # -- registration ---------------------------------------------------------------------------
 
-    def handle(self, method: str, handler: Optional[Handler] = None, *middleware: Handler) -> Any:
+    def handle(
+        self, method: str, handler: Optional[Handler] = None, *, middleware: Sequence[Handler] = ()
+    ) -> Any:
         """Register ``handler(ctx)`` for ``method`` (with per-route ``middleware`` run after
         the router-wide ones). Without ``handler``, returns a decorator."""
         if handler is None:
 
             def deco(fn: Handler) -> Handler:
-                self.handle(method, fn, *middleware)
+                self.handle(method, fn, middleware=middleware)
                 return fn
 
             return deco
@@ -309,7 +311,11 @@ def logging_middleware(log: Optional[logging.Logger] = None, level: int = loggin
 
     def mw(ctx: Context) -> Any:
         t0 = time.perf_counter()
-        rest = ctx.next()
+        try:
+            rest = ctx.next()
+        except BaseException:
+            done(ctx, t0)
+            raise
         if rest is not DONE:
             ctx._pending = None
             return timed(ctx, rest, t0)

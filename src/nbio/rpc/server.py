@@ -16,9 +16,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 from nbio.engine import Engine, get_engine
 from nbio.errors import ConnectionLost
+from nbio.rpc.client import FIRST_SEQ, Peer, _PeerHandler
 from nbio.rpc.codec import Codec, value_to_payload
 from nbio.rpc.coder import encode_frame
-from nbio.rpc.client import FIRST_SEQ, Peer, _PeerHandler
 from nbio.rpc.message import CMD_NOTIFY, DEFAULT_MAX_BODY_LEN, FLAG_ASYNC, PING_FRAME, encode
 from nbio.rpc.router import Router
 
@@ -82,9 +82,9 @@ class Server:
         #: Connections refused because of ``max_connections``.
         self.rejected = 0
 
-    def handle(self, method: str, handler: Any = None, *middleware: Any) -> Any:
+    def handle(self, method: str, handler: Any = None, *, middleware: Any = ()) -> Any:
         """Shortcut for ``server.router.handle(...)`` (usable as a decorator)."""
-        return self.router.handle(method, handler, *middleware)
+        return self.router.handle(method, handler, middleware=middleware)
 
     # -- listening ------------------------------------------------------------------------------
 

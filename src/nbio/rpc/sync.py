@@ -68,7 +68,11 @@ class SyncClient:
         return self.client.connected
 
     def call(
-        self, method: str, value: Any = None, *, timeout: Optional[float] = None,
+        self,
+        method: str,
+        value: Any = None,
+        *,
+        timeout: Optional[float] = None,
         as_type: Any = None,
     ) -> Any:
         """Call ``method`` and block until the answer (RpcError / RpcTimeout /
@@ -82,7 +86,10 @@ class SyncClient:
         self._submit(go(), None)
 
     def call_async(
-        self, method: str, value: Any, callback: Callable[[Any, Optional[BaseException]], Any],
+        self,
+        method: str,
+        value: Any,
+        callback: Callable[[Any, Optional[BaseException]], Any],
         **kw: Any,
     ) -> None:
         """Callback-style call; the callback runs in the client's loop thread."""
