@@ -18,6 +18,8 @@ from typing import Optional
 __all__ = [
     "ClosedByPeer",
     "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
     "ConnectionLost",
     "DeadlineExceeded",
     "HTTPMessageTooBig",
@@ -115,3 +117,11 @@ class HTTPMessageTooBig(HTTPProtocolError, MessageTooBig):
 
 class NotConnected(ConnectionLost):
     """An RPC client is not connected (closed, or between reconnect attempts): nothing was sent."""
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """A WebSocket closed normally (close code 1000, 1001 or none): ``async for`` ends."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """A WebSocket closed with an error code or without a closing handshake (1006)."""
