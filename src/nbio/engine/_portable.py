@@ -83,13 +83,11 @@ class PortableConn(ConnBase, asyncio.Protocol):
                 self._fail("on_open", exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._flags & F_CLOSED:
-            return
-        eng: PortableEngine = self._hub.engine
-        eng.bytes_in += len(data)
+        hub = self._hub
+        hub.engine.bytes_in += len(data)
         self._touch()
         try:
-            self._hub.on_data(self, data)
+            hub.on_data(self, data)
         except Exception as exc:
             self._fail("on_data", exc)
 
@@ -149,16 +147,18 @@ class PortableConn(ConnBase, asyncio.Protocol):
         return self._transport.get_extra_info("peername") if self._transport else None
 
     def write(self, data: Any) -> None:
-        if self._flags & (F_CLOSED | F_CLOSING) or self._transport is None:
+        transport = self._transport
+        if self._flags & (F_CLOSED | F_CLOSING) or transport is None:
             raise ConnectionClosed(None, "write on a closed connection")
         if self._files:
             self._files.append(bytes(data))
             self._sync_buffered()
             return
-        self._transport.write(data)
-        self._hub.engine.bytes_out += len(data) if isinstance(data, bytes) else memoryview(data).nbytes
+        transport.write(data)
+        self._hub.engine.bytes_out += len(data) if type(data) is bytes else memoryview(data).nbytes
         self._touch()
-        self._sync_buffered()
+        if self._wbuf or transport.get_write_buffer_size():
+            self._sync_buffered()
 
     def writelines(self, chunks: Any) -> None:
         if self._flags & (F_CLOSED | F_CLOSING) or self._transport is None:
