@@ -210,3 +210,16 @@ async def test_sync_client(backend: str) -> None:
             return out
 
         assert await loop.run_in_executor(None, blocking_code) == [{"a": 1}, "raw", "RpcError"]
+
+
+async def test_sync_client_connect_refused(backend: str, free_port: int) -> None:
+    loop = asyncio.get_running_loop()
+
+    def blocking_code() -> str:
+        try:
+            SyncClient("127.0.0.1", free_port, connect_timeout=5)
+        except OSError as exc:
+            return type(exc).__name__
+        return "connected?"
+
+    assert await loop.run_in_executor(None, blocking_code) == "ConnectionRefusedError"

@@ -39,11 +39,13 @@ class SyncClient:
         options["connect_timeout"] = connect_timeout
 
         async def make() -> Client:
-            return await Client(host, port, **options).connect()
+            return Client(host, port, **options)
 
         try:
             self.client: Client = self._submit(make(), None)
+            self._submit(self.client.connect(), None)
         except BaseException:
+            self._closed = True
             self._stop()
             raise
 
