@@ -1,0 +1,150 @@
+"""Fixtures for the WebSocket server/client tests.
+
+``ws_server(upgrader)`` starts a listener whose HTTP/1.1 part is a tiny test-only stand-in
+for the nbio HTTP server: it parses the request with ``h1.ServerConnection`` and calls the
+upgrader exactly as the HTTP server does (``upgrade(conn, request, leftover)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Callable, List, Optional, Tuple
+
+import pytest
+
+from nbio.engine import BACKENDS, Engine, Handler
+from nbio.http.h1 import EndOfMessage, Request, ServerConnection
+
+try:
+    import uvloop  # noqa: F401
+
+    LOOPS = ["asyncio", "uvloop"]
+except ImportError:  # pragma: no cover
+    LOOPS = ["asyncio"]
+
+
+class UpgradeStandIn(Handler):
+    """HTTP/1.1 stand-in: routes upgrade requests to ``upgrader``, answers 404 else."""
+
+    def __init__(self, upgrader: Any) -> None:
+        self.upgrader = upgrader
+
+    def on_open(self, conn: Any) -> None:
+        conn.session = [ServerConnection(), None]
+
+    def on_data(self, conn: Any, data: Any) -> None:
+        state = conn.session
+        http: ServerConnection = state[0]
+        for event in http.receive_data(data):
+            if isinstance(event, Request):
+                state[1] = event
+            elif isinstance(event, EndOfMessage):
+                request = state[1]
+                if request.upgrade == b"websocket":
+                    self.upgrader.upgrade(conn, request, http.trailing_data)
+                    return
+                conn.write(http.respond(404, [(b"content-type", b"text/plain")], b"no\n"))
+                conn.close()
+                return
+            else:  # HTTPProtocolError
+                conn.write(http.error_response(event))
+                conn.close()
+                return
+
+
+@pytest.fixture(params=[f"{b}-{lp}" for b in BACKENDS for lp in LOOPS])
+def engine(request: Any) -> str:
+    """``"<backend>-<loop>"``: build the engine with :func:`make_engine` in the test body."""
+    return str(request.param)
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend(request: Any) -> str:
+    return str(request.param)
+
+
+def make_engine(kind: str, **settings: Any) -> Engine:
+    return Engine(backend=kind.split("-")[0], **settings)
+
+
+def listen(engine: Engine, upgrader: Any) -> Tuple[str, int]:
+    """Listen on a free port with the stand-in; returns ``(host, port)``."""
+    listener = engine.listen(UpgradeStandIn(upgrader), "127.0.0.1", 0)
+    host, port = listener.address[:2]
+    return host, port
+
+
+class Events:
+    """Callback-API handler recording what happens, with awaitable conditions."""
+
+    def __init__(self, echo: bool = True) -> None:
+        self.echo = echo
+        self.loop = asyncio.get_running_loop()
+        self.opened: List[Any] = []
+        self.messages: List[Tuple[Any, bool]] = []
+        self.closed: List[Tuple[int, str]] = []
+        self.pings: List[bytes] = []
+        self.pongs: List[bytes] = []
+        self.requests: List[Any] = []
+        self._waiters: List[Tuple[Callable[[], bool], asyncio.Future]] = []
+
+    def _check(self) -> None:
+        for cond, fut in list(self._waiters):
+            if not fut.done() and cond():
+                fut.set_result(None)
+                self._waiters.remove((cond, fut))
+
+    async def wait_for(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
+        if cond():
+            return
+        fut = self.loop.create_future()
+        self._waiters.append((cond, fut))
+        await asyncio.wait_for(fut, timeout)
+
+    def on_open(self, ws: Any) -> None:
+        self.opened.append(ws)
+        self.requests.append(ws.request)
+        self._check()
+
+    def on_message(self, ws: Any, data: Any, is_text: bool) -> None:
+        self.messages.append((data, is_text))
+        if self.echo:
+            ws.send(data)
+        self._check()
+
+    def on_close(self, ws: Any, code: int, reason: str) -> None:
+        self.closed.append((code, reason))
+        self._check()
+
+    def on_ping(self, ws: Any, payload: bytes) -> None:
+        self.pings.append(payload)
+        self._check()
+
+    def on_pong(self, ws: Any, payload: bytes) -> None:
+        self.pongs.append(payload)
+        self._check()
+
+
+async def raw_connect(
+    host: str, port: int, request: bytes
+) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """Open a TCP connection, send ``request`` and read the response head."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(request)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    return reader, writer, head
+
+
+def upgrade_request(
+    path: str = "/", key: str = "dGhlIHNhbXBsZSBub25jZQ==", extra: str = "", version: str = "13"
+) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: {version}\r\n{extra}\r\n"
+    ).encode()
+
+
+@pytest.fixture
+def nothing() -> Optional[AsyncIterator[None]]:
+    return None
