@@ -846,6 +846,11 @@ cdef class ServerConnection(_H1Parser):
         :meth:`resume`; meanwhile :meth:`receive_data` parses but holds the events back."""
         return self._held is not None
 
+    @property
+    def holding(self):
+        """True while paused with events of a following request held back (pipelining)."""
+        return self._held is not None and len(self._held) > 0
+
     def resume(self):
         """Return the held events, up to and including the next EndOfMessage (staying paused
         after it when ``pause_after_message`` is set)."""
@@ -877,6 +882,12 @@ cdef class ServerConnection(_H1Parser):
     def upgraded(self):
         """True once a 101 (Switching Protocols) response was built."""
         return self._switched
+
+    @property
+    def receiving_head(self):
+        """True while a request head has begun arriving but is not complete (for header
+        timeouts: a slow client is inside a head)."""
+        return self._state == S_HEAD
 
     # -- output -----------------------------------------------------------------------------
 
@@ -1005,6 +1016,19 @@ cdef class ServerConnection(_H1Parser):
         if n and not self._rhead_only:
             raise ValueError("this response has no body")
         return b""
+
+    def skip_data(self, long long n):
+        """Account for ``n`` body bytes of the response in progress that the caller sends
+        itself (e.g. with ``sendfile``); only valid with Content-Length framing (or for a
+        response that carries no body, such as one to HEAD, where it does nothing)."""
+        if not self._rstarted:
+            raise RuntimeError("no response in progress")
+        if self._rframing == F_LENGTH:
+            if n > self._rremaining:
+                raise ValueError("more body than the declared Content-Length")
+            self._rremaining -= n
+        elif self._rframing != F_NONE:
+            raise RuntimeError("skip_data needs a Content-Length response")
 
     def end_response(self, trailers=None):
         """Finish the response in progress (trailers only with chunked framing)."""

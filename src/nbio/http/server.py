@@ -1,0 +1,906 @@
+"""HTTP/1.1 server on the nbio engine: the native handler API and the routing of upgrades.
+
+:class:`HttpServer` is an engine handler (``engine.listen(HttpServer(app), host, port)``).
+``app(request)`` gets an :class:`HttpRequest` and returns a :class:`Response`, a
+:class:`StreamingResponse` or a :class:`FileResponse` -- directly (a plain function: no task
+is created, the fastest path) or through an awaitable (``async def``: one task per request).
+
+Per connection, requests are answered one at a time in arrival order (pipelined requests
+are parsed ahead and held); keep-alive, chunked bodies both ways, trailers,
+``Expect: 100-continue``, HEAD, ``Connection: close`` and HTTP/1.0 follow the sans-IO core
+:mod:`nbio.http.h1`. Request bodies are read whole before ``app`` is called (up to
+``max_body_size``; ``request.body``), unless ``stream_request_body=True``: then ``app`` is
+called when the head arrives and reads with ``await request.read()`` or
+``async for chunk in request.stream()``.
+
+Limits close the connection after an error response: 400 malformed, 413 body too large,
+414 target too long, 431 header section too large or too many fields, 408 when a request
+head is not complete ``header_timeout`` seconds after its first byte (slowloris). An idle
+keep-alive connection is closed after ``keep_alive_timeout`` seconds.
+
+Upgrades (``request.upgrade`` set, e.g. ``b"websocket"``) go to the *upgrade handler*
+registered for the request's path in ``upgrades`` (``{"/ws": handler}``; the key ``"*"``
+matches every path): ``handler.upgrade(conn, request, leftover) -> bool``. ``leftover`` is
+what arrived after the request head. Returning True means the handler took the connection
+(it wrote the 101 or an error response and called ``conn.set_handler(...)``; it owns
+``conn.session`` from then on). Returning False, or no handler for the path, and the
+request is answered by ``app`` like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import os
+from typing import (
+    Any,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
+
+from nbio.engine import Handler
+from nbio.errors import ConnectionClosed, HTTPProtocolError
+from nbio.http.h1 import Data, EndOfMessage, Request, ServerConnection, refresh_date
+
+__all__ = [
+    "FileResponse",
+    "HttpRequest",
+    "HttpServer",
+    "Response",
+    "StreamingResponse",
+    "UpgradeHandler",
+]
+
+logger = logging.getLogger("nbio.http")
+
+HeaderPart = Union[bytes, str]
+HeaderList = List[Tuple[HeaderPart, Union[bytes, str, int]]]
+HeadersArg = Optional[Iterable[Tuple[HeaderPart, Union[bytes, str, int]]]]
+
+_CONTENT_TYPE = b"content-type"
+_CLOSE = (b"connection", b"close")
+_STREAM_HIGH_WATER = 65536  # streamed request body bytes buffered before reading pauses
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+# ---------------------------------------------------------------------------------------------
+
+
+def _headers(headers: HeadersArg, content_type: Optional[HeaderPart]) -> HeaderList:
+    out: HeaderList = list(headers) if headers else []
+    if content_type is not None:
+        out.append((_CONTENT_TYPE, content_type))
+    return out
+
+
+class Response:
+    """A complete response: ``body`` (bytes; a str is UTF-8 encoded and defaults the
+    content type to ``text/plain; charset=utf-8``), ``status`` and ``headers`` (pairs of
+    str or bytes). Content-Length is added; Date comes from the server's cache."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self,
+        body: Union[bytes, str] = b"",
+        status: int = 200,
+        headers: HeadersArg = None,
+        content_type: Optional[HeaderPart] = None,
+    ) -> None:
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+            if content_type is None:
+                content_type = b"text/plain; charset=utf-8"
+        self.status = status
+        self.headers = _headers(headers, content_type)
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {len(self.body)} bytes>"
+
+
+BodyChunks = Union[AsyncIterable[Union[bytes, str]], Iterable[Union[bytes, str]]]
+Trailers = Union[Sequence[Tuple[HeaderPart, HeaderPart]], Callable[[], Any], None]
+
+
+class StreamingResponse:
+    """A response whose body comes from an (async) iterable of bytes/str chunks, sent as
+    they come with backpressure. Framing: Content-Length if given in ``headers``, else
+    chunked (HTTP/1.1) or close-delimited (HTTP/1.0). ``trailers`` (a list of pairs, or a
+    callable returning one once the body is done) go out after a chunked body."""
+
+    __slots__ = ("content", "headers", "status", "trailers")
+
+    def __init__(
+        self,
+        content: BodyChunks,
+        status: int = 200,
+        headers: HeadersArg = None,
+        content_type: Optional[HeaderPart] = None,
+        trailers: Trailers = None,
+    ) -> None:
+        self.status = status
+        self.headers = _headers(headers, content_type)
+        self.content = content
+        self.trailers = trailers
+
+
+class FileResponse:
+    """A file sent with the kernel's ``sendfile`` (zero-copy on the native engine).
+
+    The file is opened here (so a missing file raises in the handler); the content type is
+    guessed from the name unless given."""
+
+    __slots__ = ("file", "headers", "size", "status")
+
+    def __init__(
+        self,
+        path: Union[str, os.PathLike[str]],
+        status: int = 200,
+        headers: HeadersArg = None,
+        content_type: Optional[HeaderPart] = None,
+    ) -> None:
+        if content_type is None:
+            guessed, _ = mimetypes.guess_type(os.fspath(path))
+            content_type = guessed or "application/octet-stream"
+        self.file: Any = open(path, "rb", buffering=0)
+        self.size = os.fstat(self.file.fileno()).st_size
+        self.status = status
+        self.headers = _headers(headers, content_type)
+        self.headers.append((b"content-length", self.size))
+
+
+AnyResponse = Union[Response, StreamingResponse, FileResponse]
+App = Callable[["HttpRequest"], Union[AnyResponse, Awaitable[AnyResponse]]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+# ---------------------------------------------------------------------------------------------
+
+
+class HttpRequest:
+    """A request as the application sees it.
+
+    Head attributes are those of :class:`nbio.http.h1.Request` (``method``, ``target``,
+    ``path``, ``query``, ``http_version``: bytes; ``headers``: list of (lowercased name,
+    value) bytes pairs; ``get_header(name)``), the parsed head itself is ``head``. The body:
+    ``body`` (bytes, when complete), ``await read()``, ``async for chunk in stream()``;
+    ``trailers`` once the body is complete."""
+
+    __slots__ = (
+        "_chunks",
+        "_complete",
+        "_consumed",
+        "_dispatched",
+        "_error",
+        "_session",
+        "_size",
+        "_waiter",
+        "head",
+        "trailers",
+    )
+
+    def __init__(self, head: Request, session: Optional[_Session] = None) -> None:
+        self.head = head
+        self._session = session
+        self._chunks: List[bytes] = []
+        self._size = 0
+        self._complete = False
+        self._waiter: Optional[asyncio.Future[None]] = None
+        self._error: Optional[BaseException] = None
+        self.trailers: Tuple[Tuple[bytes, bytes], ...] = ()
+        self._dispatched = False
+        self._consumed = False
+
+    # -- head -------------------------------------------------------------------------------
+
+    @property
+    def method(self) -> bytes:
+        return self.head.method
+
+    @property
+    def target(self) -> bytes:
+        return self.head.target
+
+    @property
+    def path(self) -> bytes:
+        return self.head.path
+
+    @property
+    def query(self) -> bytes:
+        return self.head.query
+
+    @property
+    def http_version(self) -> bytes:
+        return self.head.http_version
+
+    @property
+    def headers(self) -> List[Tuple[bytes, bytes]]:
+        return self.head.headers
+
+    @property
+    def keep_alive(self) -> bool:
+        return self.head.keep_alive
+
+    @property
+    def upgrade(self) -> Optional[bytes]:
+        return self.head.upgrade
+
+    @property
+    def content_length(self) -> Optional[int]:
+        return self.head.content_length
+
+    @property
+    def chunked(self) -> bool:
+        return self.head.chunked
+
+    @property
+    def expect_continue(self) -> bool:
+        return self.head.expect_continue
+
+    def get_header(self, name: HeaderPart, default: Optional[bytes] = None) -> Optional[bytes]:
+        """First value of header ``name`` (case-insensitive), or ``default``."""
+        return self.head.get_header(name, default)
+
+    @property
+    def conn(self) -> Any:
+        """The engine connection (None once the request is detached from it)."""
+        s = self._session
+        return s.conn if s is not None else None
+
+    @property
+    def client(self) -> Any:
+        """The peer's address."""
+        c = self.conn
+        return c.remote_address if c is not None else None
+
+    def __repr__(self) -> str:
+        return f"<HttpRequest {self.head.method!r} {self.head.target!r}>"
+
+    # -- body -------------------------------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        """True once the whole body has arrived."""
+        return self._complete
+
+    @property
+    def body(self) -> bytes:
+        """The whole body (``b""`` when there is none); only once it is complete."""
+        if not self._complete:
+            raise RuntimeError("the body has not fully arrived: use await request.read()")
+        chunks = self._chunks
+        if len(chunks) == 1:
+            return chunks[0]
+        data = b"".join(chunks)
+        self._chunks = [data] if data else []
+        return data
+
+    async def read(self) -> bytes:
+        """The whole body, waiting for it."""
+        while not self._complete:
+            await self._wait()
+        return self.body
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk as it arrives (once)."""
+        if self._consumed:
+            raise RuntimeError("the body was already streamed")
+        self._consumed = True
+        while True:
+            if self._chunks:
+                chunks, self._chunks, self._size = self._chunks, [], 0
+                self._resume_input()
+                for chunk in chunks:
+                    yield chunk
+            elif self._complete:
+                return
+            else:
+                await self._wait()
+
+    def _wait(self) -> Awaitable[None]:
+        if self._error is not None:
+            raise self._error
+        session = self._session
+        if session is None or session.conn is None:
+            raise ConnectionClosed(None, "connection closed before the body arrived")
+        session.send_continue()
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        self._wake()
+        session = self._session
+        if (self._dispatched and self._size > _STREAM_HIGH_WATER and session is not None
+                and session.conn is not None):
+            session.pause_input()
+
+    def _end(self, trailers: Tuple[Tuple[bytes, bytes], ...]) -> None:
+        self._complete = True
+        self.trailers = trailers
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_exception(exc)
+                waiter.exception()  # retrieved: nobody may be waiting
+
+    def _resume_input(self) -> None:
+        session = self._session
+        if session is not None and session.input_paused:
+            session.resume_input()
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-connection state
+# ---------------------------------------------------------------------------------------------
+
+
+class _Session:
+    """The HTTP state of one connection (``conn.session``)."""
+
+    __slots__ = (
+        "busy",
+        "conn",
+        "current",
+        "declined",
+        "h1",
+        "head_since",
+        "in_process",
+        "input_paused",
+        "rx",
+        "server",
+        "started",
+        "task",
+    )
+
+    def __init__(self, server: HttpServer, conn: Any) -> None:
+        self.server = server
+        self.conn: Any = conn
+        self.h1 = ServerConnection(
+            max_header_bytes=server.max_header_bytes,
+            max_header_count=server.max_header_count,
+            max_body_size=server.max_body_size,
+            max_request_line=server.max_request_line,
+            pause_after_message=True,
+        )
+        self.rx: Optional[HttpRequest] = None       # request whose body is arriving
+        self.current: Optional[HttpRequest] = None  # request being answered
+        self.busy = False         # a request is being answered
+        self.started = False      # its response head is written
+        self.task: Optional[asyncio.Task[None]] = None
+        self.head_since = 0.0     # when the head in progress began (0: none tracked)
+        self.in_process = False
+        self.input_paused = False
+        self.declined = False     # an upgrade answered normally: go on in HTTP/1.1 after it
+
+    # -- input ------------------------------------------------------------------------------
+
+    def feed(self, data: Any) -> None:
+        h1 = self.h1
+        events = h1.receive_data(data)
+        if events:
+            self.process(events)
+        if self.conn is None:
+            return
+        if h1.receiving_head:
+            if not self.head_since:
+                self.server._watch_head(self)
+        if self.busy and not self.input_paused and h1.holding:
+            # a pipelined request is waiting behind the one being answered
+            self.pause_input()
+
+    def process(self, events: List[Any]) -> None:
+        """Handle the events of (at most) one request, then of the held ones as long as
+        responses complete synchronously."""
+        self.in_process = True
+        try:
+            while True:
+                for ev in events:
+                    t = type(ev)
+                    if t is Request:
+                        self.on_request(ev)
+                    elif t is Data:
+                        rx = self.rx
+                        if rx is not None and rx is self.current:
+                            rx._feed(ev.data)
+                    elif t is EndOfMessage:
+                        self.on_end(ev)
+                    else:
+                        self.on_error(ev)
+                    if self.conn is None:
+                        return
+                if self.busy or self.rx is not None:
+                    return
+                h1 = self.h1
+                if self.declined:
+                    self.declined = False
+                    events = h1.decline_upgrade()
+                    if events:
+                        continue
+                if not h1.paused:
+                    return
+                events = h1.resume()
+                if self.input_paused:
+                    self.resume_input()
+                if not events:
+                    return
+        finally:
+            self.in_process = False
+
+    def on_request(self, head: Request) -> None:
+        if self.head_since:
+            self.server._unwatch_head(self)
+        req = HttpRequest(head, self)
+        if head.upgrade is not None:
+            upgrader = self.server._upgrader(head.path)
+            if upgrader is not None:
+                conn = self.conn
+                if upgrader.upgrade(conn, req, self.h1.trailing_data):
+                    self.detach()
+                    return
+            if head.keep_alive:
+                self.declined = True
+        self.rx = req
+        self.busy = True
+        self.started = False
+        self.current = req
+        if self.server.stream_request_body and (head.chunked or head.content_length):
+            self.dispatch(req)
+        elif head.expect_continue:
+            self.send_continue()
+
+    def on_end(self, eom: EndOfMessage) -> None:
+        req = self.rx
+        if req is None:
+            return
+        self.rx = None
+        req._end(eom.trailers)
+        if not req._dispatched and self.current is req:
+            self.dispatch(req)
+
+    def on_error(self, err: HTTPProtocolError) -> None:
+        rx = self.rx
+        self.rx = None
+        if rx is not None:
+            rx._fail(err)
+        conn = self.conn
+        if self.busy and self.started:
+            self._abort()
+            return
+        task = self.task
+        if task is not None:
+            self.task = None
+            task.cancel()
+        self.busy = False
+        logger.debug("nbio.http: %s from %r", err, conn)
+        try:
+            conn.write(self.h1.error_response(err))
+        except ConnectionClosed:
+            pass
+        conn.close()
+
+    def send_continue(self) -> None:
+        data = self.h1.send_100_continue()
+        if data and self.conn is not None:
+            self.conn.write(data)
+
+    def pause_input(self) -> None:
+        self.input_paused = True
+        self.conn.pause_reading()
+
+    def resume_input(self) -> None:
+        self.input_paused = False
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    # -- answering ------------------------------------------------------------------------
+
+    def dispatch(self, req: HttpRequest) -> None:
+        req._dispatched = True
+        server = self.server
+        try:
+            result: Any = server.app(req)
+        except Exception as exc:
+            self._failed(exc)
+            return
+        if type(result) is Response:
+            self.send(result)
+        elif isinstance(result, (StreamingResponse, FileResponse, Response)):
+            self.send(result)
+        elif hasattr(result, "__await__"):
+            self.conn.set_idle_timeout(None)
+            self.task = asyncio.get_running_loop().create_task(self._run(result))
+        else:
+            self._failed(TypeError(f"the handler returned {result!r}, not a response"))
+
+    async def _run(self, awaitable: Awaitable[AnyResponse]) -> None:
+        try:
+            resp = await awaitable
+            if self.conn is None:
+                return
+            if isinstance(resp, StreamingResponse):
+                await self._stream(resp)
+            elif isinstance(resp, (Response, FileResponse)):
+                self.send(resp)
+            else:
+                raise TypeError(f"the handler returned {resp!r}, not a response")
+        except ConnectionClosed:
+            pass
+        except Exception as exc:
+            if self.conn is not None:
+                self._failed(exc)
+        finally:
+            if self.task is asyncio.current_task():
+                self.task = None
+            conn = self.conn
+            if conn is not None and not self.busy:
+                conn.set_idle_timeout(self.server.keep_alive_timeout)
+
+    def send(self, resp: AnyResponse) -> None:
+        """Write a complete response (or start a streaming one) for the current request."""
+        h1 = self.h1
+        conn = self.conn
+        headers = resp.headers
+        if self.server.draining:
+            headers = [*headers, _CLOSE]
+        if type(resp) is Response:
+            try:
+                data = h1.respond(resp.status, headers, resp.body)
+            except ValueError as exc:
+                self._failed(exc)
+                return
+            conn.write(data)
+            self.finished()
+        elif type(resp) is FileResponse:
+            file = resp.file
+            resp.file = None  # the engine's queue holds the file until it is sent
+            try:
+                head = h1.start_response(resp.status, headers)
+            except ValueError as exc:
+                file.close()
+                self._failed(exc)
+                return
+            self.started = True
+            conn.write(head)
+            if resp.size and self.current is not None and self.current.method != b"HEAD":
+                conn.sendfile(file, 0, resp.size)
+            h1.skip_data(resp.size)
+            conn.write(h1.end_response())
+            self.finished()
+        else:
+            assert isinstance(resp, StreamingResponse)
+            self.task = asyncio.get_running_loop().create_task(self._run_stream(resp))
+
+    async def _run_stream(self, resp: StreamingResponse) -> None:
+        self.conn.set_idle_timeout(None)
+        try:
+            await self._stream(resp)
+        except ConnectionClosed:
+            pass
+        except Exception as exc:
+            if self.conn is not None:
+                self._failed(exc)
+        finally:
+            if self.task is asyncio.current_task():
+                self.task = None
+            if self.conn is not None and not self.busy:
+                self.conn.set_idle_timeout(self.server.keep_alive_timeout)
+
+    async def _stream(self, resp: StreamingResponse) -> None:
+        h1 = self.h1
+        conn = self.conn
+        headers = resp.headers
+        if self.server.draining:
+            headers = [*headers, _CLOSE]
+        head = h1.start_response(resp.status, headers)
+        self.started = True
+        conn.write(head)
+        content = resp.content
+        head_only = self.current is not None and self.current.method == b"HEAD"
+        if hasattr(content, "__aiter__"):
+            aiter = content.__aiter__()  # type: ignore[union-attr]
+            try:
+                if not head_only:
+                    async for chunk in aiter:
+                        data = h1.send_data(chunk.encode() if isinstance(chunk, str) else chunk)
+                        if data:
+                            conn.write(data)
+                            await conn.drain()
+            finally:
+                aclose = getattr(aiter, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        elif not head_only:
+            for chunk in content:  # type: ignore[union-attr]
+                data = h1.send_data(chunk.encode() if isinstance(chunk, str) else chunk)
+                if data:
+                    conn.write(data)
+                    await conn.drain()
+        trailers = resp.trailers
+        if callable(trailers):
+            trailers = trailers()
+        conn.write(h1.end_response(trailers))
+        self.finished()
+
+    def _failed(self, exc: BaseException) -> None:
+        """The application failed: 500 if nothing was sent yet, else cut the connection."""
+        conn = self.conn
+        logger.error("nbio.http: request handler failed for %r", self.current, exc_info=exc)
+        if conn is None:
+            return
+        if self.started:
+            self._abort()
+            return
+        self.busy = False
+        try:
+            conn.write(self.h1.error_response(500))
+        except ConnectionClosed:
+            pass
+        conn.close()
+
+    def finished(self) -> None:
+        """The current response is complete: go on with the next request or close."""
+        self.busy = False
+        self.started = False
+        self.current = None
+        conn = self.conn
+        if conn is None:
+            return
+        if self.h1.must_close or self.server.draining:
+            conn.close()
+            return
+        if self.rx is not None or self.in_process:
+            return   # the rest of the body is dropped / the process loop goes on
+        self._after_response()
+
+    def _after_response(self) -> None:
+        if self.h1.paused or self.declined:
+            self.process([])
+        if self.input_paused and self.conn is not None and not self.busy:
+            self.resume_input()
+
+    def _abort(self) -> None:
+        conn = self.conn
+        self.busy = False
+        if conn is not None:
+            conn.abort()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def detach(self) -> None:
+        """The connection was taken over (upgrade): forget it."""
+        self.server._forget(self)
+        self.conn = None
+        self.rx = None
+        self.h1.close()
+
+    def closed(self, exc: Optional[BaseException]) -> None:
+        self.server._forget(self)
+        self.conn = None
+        err = ConnectionClosed(None, "connection closed")
+        for req in (self.rx, self.current):
+            if req is not None:
+                req._fail(err)
+        self.rx = None
+        self.busy = False
+        task = self.task
+        if task is not None:
+            self.task = None
+            task.cancel()
+        self.h1.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The server
+# ---------------------------------------------------------------------------------------------
+
+
+class UpgradeHandler:
+    """What ``upgrades`` values implement (duck-typed): take over a connection."""
+
+    def upgrade(self, conn: Any, request: HttpRequest, leftover: bytes) -> bool:
+        """Return True after writing the response (101 or error) and calling
+        ``conn.set_handler(...)``; False to let the request be answered normally."""
+        raise NotImplementedError
+
+
+class HttpServer(Handler):
+    """An HTTP/1.1 server as an engine handler; see the module documentation.
+
+    ``app(request)`` returns a response or an awaitable of one. ``upgrades`` maps a path
+    (str or bytes; ``"*"`` for any) to an upgrade handler. Limits: ``max_header_bytes``,
+    ``max_header_count``, ``max_request_line`` (431/414), ``max_body_size`` (413; None for
+    no limit), ``header_timeout`` (408), ``keep_alive_timeout`` (idle connections)."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        upgrades: Optional[Mapping[Union[str, bytes], Any]] = None,
+        max_header_bytes: int = 65536,
+        max_header_count: int = 100,
+        max_request_line: int = 8192,
+        max_body_size: Optional[int] = 16 * 1024 * 1024,
+        header_timeout: float = 10.0,
+        keep_alive_timeout: float = 5.0,
+        stream_request_body: bool = False,
+    ) -> None:
+        self.app = app
+        self.upgrades: Dict[bytes, Any] = {
+            (k.encode("latin-1") if isinstance(k, str) else k): v
+            for k, v in (upgrades or {}).items()
+        }
+        self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
+        self.max_request_line = max_request_line
+        self.max_body_size = max_body_size
+        self.header_timeout = header_timeout
+        self.keep_alive_timeout = keep_alive_timeout
+        self.stream_request_body = stream_request_body
+        self.draining = False
+        self.sessions: Set[_Session] = set()
+        self._heads: Dict[_Session, float] = {}
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._idle_waiters: List[asyncio.Future[None]] = []
+
+    # -- engine callbacks -------------------------------------------------------------------
+
+    def on_open(self, conn: Any) -> None:
+        session = _Session(self, conn)
+        conn.session = session
+        self.sessions.add(session)
+        if self.keep_alive_timeout:
+            conn.set_idle_timeout(self.keep_alive_timeout)
+        if self._timer is None:
+            self._start_timer()
+
+    def on_data(self, conn: Any, data: Any) -> None:
+        conn.session.feed(data)
+
+    def on_eof(self, conn: Any) -> bool:
+        session: _Session = conn.session
+        events = session.h1.receive_eof()
+        if events:
+            session.process(events)
+        # A client that stops sending is gone, as for most servers: the connection closes
+        # (after flushing) and a handler still running is cancelled.
+        return False
+
+    def on_close(self, conn: Any, exc: Optional[BaseException]) -> None:
+        session = conn.session
+        if isinstance(session, _Session):
+            session.closed(exc)
+
+    # -- upgrades ---------------------------------------------------------------------------
+
+    def _upgrader(self, path: bytes) -> Any:
+        upgrades = self.upgrades
+        if not upgrades:
+            return None
+        found = upgrades.get(path)
+        return found if found is not None else upgrades.get(b"*")
+
+    # -- timers: Date header and header timeouts ----------------------------------------------
+
+    def _start_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = 1.0
+        if self.header_timeout:
+            interval = max(0.02, min(1.0, self.header_timeout / 4))
+        self._timer = loop.call_later(interval, self._tick, loop, interval)
+        refresh_date()
+
+    def _tick(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        refresh_date()
+        if self._heads:
+            now = loop.time()
+            limit = self.header_timeout
+            for session, since in list(self._heads.items()):
+                if now - since < limit:
+                    continue
+                del self._heads[session]
+                session.head_since = 0.0
+                conn = session.conn
+                if conn is None or not session.h1.receiving_head:
+                    continue
+                if session.busy:
+                    self._watch_head(session)  # a pipelined head behind a long answer
+                    continue
+                logger.debug("nbio.http: header timeout for %r", conn)
+                try:
+                    conn.write(session.h1.error_response(408))
+                except ConnectionClosed:
+                    pass
+                conn.close()
+        if self.sessions:
+            self._timer = loop.call_later(interval, self._tick, loop, interval)
+        else:
+            self._timer = None
+
+    def _watch_head(self, session: _Session) -> None:
+        if self.header_timeout:
+            since = asyncio.get_running_loop().time()
+            session.head_since = since
+            self._heads[session] = since
+
+    def _unwatch_head(self, session: _Session) -> None:
+        session.head_since = 0.0
+        self._heads.pop(session, None)
+
+    def _forget(self, session: _Session) -> None:
+        self.sessions.discard(session)
+        if session.head_since:
+            self._unwatch_head(session)
+        if self.draining:
+            self._wake_idle()
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    @property
+    def busy_connections(self) -> int:
+        """Connections with a request being answered."""
+        return sum(1 for s in self.sessions if s.busy or s.rx is not None)
+
+    async def drain(self, timeout: Optional[float] = None) -> bool:
+        """Graceful stop (after the listener is closed): idle keep-alive connections are
+        closed, responses in progress complete (with ``Connection: close``), then their
+        connections close. Returns False if some were still busy after ``timeout``."""
+        self.draining = True
+        for s in list(self.sessions):
+            if not s.busy and s.rx is None and s.conn is not None:
+                s.conn.close()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self.sessions:
+            fut = loop.create_future()
+            self._idle_waiters.append(fut)
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(fut, left)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    def _wake_idle(self) -> None:
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def close(self) -> None:
+        """Stop the server's timer (connections are closed by the engine)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
