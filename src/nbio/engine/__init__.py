@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import Any, Dict, List, Optional, Protocol, runtime_checkable
+import ssl as _ssl
+from typing import Any, Dict, List, Optional, Protocol, Union, runtime_checkable
 
 from ..errors import ConnectionClosed
 from . import _sockets
 from ._conn import ConnBase, Handler
 from ._portable import PortableEngine
+from .tls import TLSConn, TLSLayer, default_client_context
 
 try:
     from ._native import NativeEngine
@@ -36,6 +38,7 @@ __all__ = [
     "Engine",
     "Handler",
     "Listener",
+    "TLSConn",
     "default_backend",
     "get_engine",
 ]
@@ -192,10 +195,21 @@ class Engine:
         path: Optional[str] = None,
         reuse_port: Optional[bool] = None,
         backlog: Optional[int] = None,
+        ssl: Optional[_ssl.SSLContext] = None,
+        ssl_handshake_timeout: float = 10.0,
     ) -> Listener:
         """Listen on TCP ``host:port`` (port 0 picks a free one) or on the Unix socket
-        ``path``, serving every accepted connection with ``handler``."""
+        ``path``, serving every accepted connection with ``handler``.
+
+        With ``ssl`` (a server :class:`ssl.SSLContext`) connections are TLS: the handler
+        sees :class:`~nbio.engine.tls.TLSConn` objects once the handshake is done; a
+        handshake that fails or takes longer than ``ssl_handshake_timeout`` closes only
+        that connection."""
         self._check_open()
+        if ssl is not None:
+            handler = TLSLayer(
+                handler, ssl, server_side=True, handshake_timeout=ssl_handshake_timeout
+            )
         sock = _sockets.listen_socket(
             host, port, path, backlog or self.backlog,
             self.reuse_port if reuse_port is None else reuse_port,
@@ -214,11 +228,38 @@ class Engine:
         *,
         path: Optional[str] = None,
         timeout: Optional[float] = None,
+        ssl: Union[bool, _ssl.SSLContext, None] = None,
+        server_hostname: Optional[str] = None,
+        ssl_handshake_timeout: float = 10.0,
+        ssl_session: Optional[_ssl.SSLSession] = None,
     ) -> Any:
         """Connect to ``host:port`` (or the Unix socket ``path``) without blocking; returns
         the connection once established (``on_open`` has run). Raises OSError (e.g.
-        ConnectionRefusedError) or TimeoutError."""
+        ConnectionRefusedError) or TimeoutError.
+
+        With ``ssl`` (``True`` for a verifying default context, or a client
+        :class:`ssl.SSLContext`) the connection is TLS and is returned after the handshake;
+        ``server_hostname`` (default: ``host``) is sent as SNI and verified;
+        ``ssl_session`` resumes an earlier session (``conn.tls_session``)."""
         self._check_open()
+        if ssl:
+            context = default_client_context() if ssl is True else ssl
+            waiter = self.loop.create_future()
+            layer = TLSLayer(
+                handler,
+                context,
+                server_side=False,
+                server_hostname=server_hostname or (host if path is None else None),
+                handshake_timeout=ssl_handshake_timeout,
+                session=ssl_session,
+                waiter=waiter,
+            )
+            raw = await self.dial(layer, host, port, path=path, timeout=timeout)
+            try:
+                return await waiter
+            except BaseException:
+                raw.abort()
+                raise
         family: int
         addr: Any
         if path is not None:

@@ -1178,7 +1178,7 @@ cdef class NativeEngine:
         cdef int fd = sock.fileno()
         if self.closed:
             raise RuntimeError("engine is closed")
-        d.conn = self._new_conn(fd, self.hub_for(handler), (F_UNIX if is_unix else 0) | F_DIALED)
+        d.conn = self._new_conn(fd, Hub(self, handler, self.wheel), (F_UNIX if is_unix else 0) | F_DIALED)
         d.future = self.loop.create_future()
         d.sock = sock
         self._register(fd, d, K_DIAL, EPOLLOUT)

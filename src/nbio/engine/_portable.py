@@ -598,7 +598,7 @@ class PortableEngine:
 
     async def dial(self, sock: Any, addr: Any, handler: Any, unix: bool) -> PortableConn:
         await self.loop.sock_connect(sock, addr)
-        conn = PortableConn(self.hub_for(handler), F_DIALED)
+        conn = PortableConn(Hub(self, handler, self.wheel), F_DIALED)  # per dial: not cached
         if unix:
             await self.loop.create_unix_connection(lambda: conn, sock=sock)
         else:
