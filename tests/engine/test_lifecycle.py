@@ -149,7 +149,7 @@ async def test_callback_exception_is_logged_and_isolated(engine: str, caplog: An
         srv = Fragile()
         lst = eng.listen(srv, "127.0.0.1", 0)
         r1, w1 = await asyncio.open_connection(*lst.address)
-        r2, w2 = await asyncio.open_connection(*lst.address)
+        _r2, w2 = await asyncio.open_connection(*lst.address)
         with caplog.at_level(logging.ERROR, logger="nbio.engine"):
             w1.write(b"boom")
             assert await r1.read() == b""  # that connection is closed
@@ -243,3 +243,31 @@ async def test_clean_shutdown_closes_everything_and_leaks_no_fds(engine: str) ->
     for _ in range(3):
         await asyncio.sleep(0)
     assert _fd_count() == before
+
+
+async def test_close_and_abort_with_a_reason(engine: str) -> None:
+    class Strict(Recorder):
+        def on_data(self, conn: Any, data: Any) -> None:
+            if bytes(data).startswith(b"bad"):
+                conn.write(b"protocol error\n")
+                conn.close(ValueError("bad input"))
+            else:
+                conn.abort(KeyError("unknown"))
+
+    async with make_engine(engine) as eng:
+        srv = Strict()
+        lst = eng.listen(srv, "127.0.0.1", 0)
+        r1, w1 = await asyncio.open_connection(*lst.address)
+        w1.write(b"bad")
+        assert await r1.read() == b"protocol error\n"  # the reply was flushed first
+        _r2, w2 = await asyncio.open_connection(*lst.address)
+        w2.write(b"other")
+        await srv.wait_for(lambda: len(srv.closed) == 2)
+        reasons = sorted((type(exc).__name__, str(exc)) for _, exc in srv.closed)
+        assert reasons == [("KeyError", "'unknown'"), ("ValueError", "bad input")]
+        for w in (w1, w2):
+            w.close()
+            try:
+                await w.wait_closed()
+            except ConnectionResetError:
+                pass

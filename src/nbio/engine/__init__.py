@@ -61,11 +61,11 @@ class Conn(Protocol):
     def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> None:
         """Send a range of an open file (zero-copy on the native backend)."""
 
-    def close(self) -> None:
-        """Close after flushing what is queued."""
+    def close(self, reason: Optional[BaseException] = None) -> None:
+        """Close after flushing what is queued; ``on_close`` gets ``reason``."""
 
-    def abort(self) -> None:
-        """Close now, dropping what is queued."""
+    def abort(self, reason: Optional[BaseException] = None) -> None:
+        """Close now, dropping what is queued; ``on_close`` gets ``reason``."""
 
     def pause_reading(self) -> None: ...
 

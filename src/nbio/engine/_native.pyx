@@ -350,25 +350,28 @@ cdef class Conn(ConnBase):
         self.wbuf += fr.remaining
         self._flush()
 
-    def close(self):
-        """Close gracefully: stop reading, flush what is queued, then close. ``on_close`` gets
-        ``None``. A peer that does not read the rest within ``close_timeout`` is cut off."""
+    def close(self, reason=None):
+        """Close gracefully: stop reading, flush what is queued, then close. ``on_close``
+        gets ``reason`` (default ``None``: closed locally). A peer that does not read the
+        rest within ``close_timeout`` is cut off."""
         cdef NativeEngine eng
         if self.flags & (F_CLOSED | F_CLOSING):
             return
         if self.wq is None:
-            self._close(None)
+            self._close(reason)
             return
         eng = <NativeEngine>self.hub.engine
+        if reason is not None:
+            eng.close_reasons[self] = reason
         self.flags |= F_CLOSING
         if self.write_dl == 0:
             self.write_dl = eng.wheel.now_tick() + eng.wheel.ticks_for(eng.close_timeout)
             eng.wheel.schedule(self)
         self._sync_events()
 
-    def abort(self):
-        """Close at once, dropping anything queued. ``on_close`` gets ``None``."""
-        self._close(None)
+    def abort(self, reason=None):
+        """Close at once, dropping anything queued. ``on_close`` gets ``reason``."""
+        self._close(reason)
 
     def pause_reading(self):
         """Stop delivering data (the kernel buffers, then the peer's sends block)."""
@@ -456,11 +459,7 @@ cdef class Conn(ConnBase):
             self.flags |= F_EOF
             self._sync_events()
             return 0
-        if self.wq is None:
-            self._close(ClosedByPeer())
-        else:
-            (<NativeEngine>self.hub.engine).close_reasons[self] = ClosedByPeer()
-            self.close()
+        self.close(ClosedByPeer())
         return 0
 
     cdef int _hangup(self) except -1:
@@ -676,9 +675,9 @@ cdef class UdpConn(ConnBase):
         finally:
             PyBuffer_Release(&view)
 
-    def close(self):
-        """Forget this peer (``on_close(conn, None)``); a dialed UDP socket is closed."""
-        self._close(None)
+    def close(self, reason=None):
+        """Forget this peer (``on_close(conn, reason)``); a dialed UDP socket is closed."""
+        self._close(reason)
 
     abort = close
 

@@ -210,9 +210,11 @@ class PortableConn(ConnBase, asyncio.Protocol):
             self._files = None
         self._sync_buffered()
 
-    def close(self) -> None:
+    def close(self, reason: Optional[BaseException] = None) -> None:
         if self._flags & (F_CLOSED | F_CLOSING) or self._transport is None:
             return
+        if reason is not None and self._close_reason is None:
+            self._close_reason = reason
         self._flags |= F_CLOSING
         if self._files:
             return  # closed once the files are pumped out (see _sync_buffered)
@@ -221,8 +223,10 @@ class PortableConn(ConnBase, asyncio.Protocol):
             self.set_write_deadline(eng.close_timeout)
         self._transport.close()
 
-    def abort(self) -> None:
+    def abort(self, reason: Optional[BaseException] = None) -> None:
         if self._transport is not None and not self._flags & F_CLOSED:
+            if reason is not None and self._close_reason is None:
+                self._close_reason = reason
             self._transport.abort()
 
     def pause_reading(self) -> None:
@@ -340,8 +344,8 @@ class PortableUdpConn(ConnBase):
         eng.bytes_out += len(data)
         self._touch()
 
-    def close(self) -> None:
-        self._close(None)
+    def close(self, reason: Optional[BaseException] = None) -> None:
+        self._close(reason)
 
     abort = close
 

@@ -281,8 +281,10 @@ class TLSConn:
         self._files.append([file, fd, offset, count])
         self._pump_files()
 
-    def close(self) -> None:
-        """Send close_notify, flush, close."""
+    def close(self, reason: Optional[BaseException] = None) -> None:
+        """Send close_notify, flush, close; ``on_close`` gets ``reason``."""
+        if reason is not None and self._close_reason is None:
+            self._close_reason = reason
         if self._state == _HANDSHAKE:
             self._state = _CLOSED
             self._raw.abort()
@@ -294,8 +296,10 @@ class TLSConn:
             return
         self._shutdown()
 
-    def abort(self) -> None:
-        """Close at once, without close_notify."""
+    def abort(self, reason: Optional[BaseException] = None) -> None:
+        """Close at once, without close_notify; ``on_close`` gets ``reason``."""
+        if reason is not None and self._close_reason is None:
+            self._close_reason = reason
         self._raw.abort()
 
     def pause_reading(self) -> None:
