@@ -149,7 +149,7 @@ async def test_callback_exception_is_logged_and_isolated(engine: str, caplog: An
         srv = Fragile()
         lst = eng.listen(srv, "127.0.0.1", 0)
         r1, w1 = await asyncio.open_connection(*lst.address)
-        _r2, w2 = await asyncio.open_connection(*lst.address)
+        r2, w2 = await asyncio.open_connection(*lst.address)
         with caplog.at_level(logging.ERROR, logger="nbio.engine"):
             w1.write(b"boom")
             assert await r1.read() == b""  # that connection is closed
