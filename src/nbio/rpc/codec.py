@@ -10,6 +10,7 @@ raw and anything else goes through ``Codec.Unmarshal``. :func:`value_to_payload`
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Optional, Protocol, runtime_checkable
 
 _orjson: Any
@@ -49,7 +50,12 @@ _GO_ESCAPES = (
 )
 
 
+_NEEDS_GO_ESCAPE = re.compile(rb"[<>&]|\xe2\x80[\xa8\xa9]")
+
+
 def _go_escape(out: bytes) -> bytes:
+    if _NEEDS_GO_ESCAPE.search(out) is None:
+        return out  # the common case: one scan
     for raw, esc in _GO_ESCAPES:
         if raw in out:
             out = out.replace(raw, esc)
