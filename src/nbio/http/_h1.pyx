@@ -943,7 +943,9 @@ cdef class ServerConnection(_H1Parser):
             if body_len > 0:
                 raise ValueError("a %d response has no body" % status)
         elif body_len >= 0:
-            if f.chunked or (f.content_length >= 0 and f.content_length != body_len):
+            if f.chunked or (f.content_length >= 0 and f.content_length != body_len
+                             and not (self._rhead_only and body_len == 0)):
+                # (a response to HEAD may announce the length of the body it does not send)
                 raise ValueError("framing headers disagree with the body length")
             if f.content_length < 0:
                 parts.append(_length_line(<Py_ssize_t>body_len))

@@ -714,7 +714,7 @@ class _Session:
         self.rx = None
         self.busy = False
         task = self.task
-        if task is not None:
+        if task is not None and self.server.cancel_on_disconnect:
             self.task = None
             task.cancel()
         self.h1.close()
@@ -723,6 +723,10 @@ class _Session:
 # ---------------------------------------------------------------------------------------------
 # The server
 # ---------------------------------------------------------------------------------------------
+
+
+def _not_found(request: HttpRequest) -> Response:
+    return Response(b"Not Found", 404, content_type=b"text/plain")
 
 
 class UpgradeHandler:
@@ -740,11 +744,17 @@ class HttpServer(Handler):
     ``app(request)`` returns a response or an awaitable of one. ``upgrades`` maps a path
     (str or bytes; ``"*"`` for any) to an upgrade handler. Limits: ``max_header_bytes``,
     ``max_header_count``, ``max_request_line`` (431/414), ``max_body_size`` (413; None for
-    no limit), ``header_timeout`` (408), ``keep_alive_timeout`` (idle connections)."""
+    no limit), ``header_timeout`` (408), ``keep_alive_timeout`` (idle connections).
+    ``app`` may be None: every request that is not upgraded is answered 404."""
+
+    #: the per-connection state class (the ASGI adapter brings its own)
+    session_class: Any = _Session
+    #: cancel a handler still running when its client disconnects
+    cancel_on_disconnect = True
 
     def __init__(
         self,
-        app: App,
+        app: Optional[App],
         *,
         upgrades: Optional[Mapping[Union[str, bytes], Any]] = None,
         max_header_bytes: int = 65536,
@@ -755,7 +765,7 @@ class HttpServer(Handler):
         keep_alive_timeout: float = 5.0,
         stream_request_body: bool = False,
     ) -> None:
-        self.app = app
+        self.app: App = app if app is not None else _not_found
         self.upgrades: Dict[bytes, Any] = {
             (k.encode("latin-1") if isinstance(k, str) else k): v
             for k, v in (upgrades or {}).items()
@@ -772,11 +782,14 @@ class HttpServer(Handler):
         self._heads: Dict[_Session, float] = {}
         self._timer: Optional[asyncio.TimerHandle] = None
         self._idle_waiters: List[asyncio.Future[None]] = []
+        self.engine: Any = None
+        self.listener: Any = None
+        self._own_engine = False
 
     # -- engine callbacks -------------------------------------------------------------------
 
     def on_open(self, conn: Any) -> None:
-        session = _Session(self, conn)
+        session = self.session_class(self, conn)
         conn.session = session
         self.sessions.add(session)
         if self.keep_alive_timeout:
@@ -900,7 +913,60 @@ class HttpServer(Handler):
                 fut.set_result(None)
 
     def close(self) -> None:
-        """Stop the server's timer (connections are closed by the engine)."""
+        """Stop listening (when started with :meth:`start`) and stop the server's timer;
+        connections are closed by the engine (or drained with :meth:`drain`)."""
+        if self.listener is not None:
+            self.listener.close()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    # -- convenience: own listener and engine ---------------------------------------------------
+
+    @classmethod
+    async def start(
+        cls,
+        app: Optional[App],
+        host: Optional[str] = "127.0.0.1",
+        port: int = 0,
+        *,
+        path: Optional[str] = None,
+        engine: Any = None,
+        reuse_port: Optional[bool] = None,
+        **options: Any,
+    ) -> HttpServer:
+        """Create a server and listen on ``host:port`` (or the Unix socket ``path``) with
+        ``engine`` (default: a new engine, closed by :meth:`wait_closed`). ``options`` are
+        the constructor's. Stop with ``close()`` then ``await wait_closed()``."""
+        from nbio.engine import Engine
+
+        server = cls(app, **options)
+        if engine is None:
+            engine = Engine()
+            server._own_engine = True
+        server.engine = engine
+        server.listener = engine.listen(server, host, port, path=path, reuse_port=reuse_port)
+        return server
+
+    @property
+    def address(self) -> Any:
+        """The listening address (after :meth:`start`)."""
+        return self.listener.address if self.listener is not None else None
+
+    async def wait_closed(self, timeout: float = 5.0) -> None:
+        """After :meth:`close`: let responses in progress finish (up to ``timeout`` s), then
+        close the remaining connections (and the engine when :meth:`start` created it)."""
+        await self.drain(timeout)
+        for s in list(self.sessions):
+            if s.conn is not None:
+                s.conn.abort()
+        if self._own_engine and self.engine is not None:
+            await self.engine.close()
+        self.close()
+
+    async def __aenter__(self) -> HttpServer:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+        await self.wait_closed()
