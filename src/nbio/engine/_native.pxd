@@ -1,4 +1,9 @@
 from libc.stdint cimport uint32_t, uint64_t
+
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void *iov_base
+        size_t iov_len
 from nbio.engine._conn cimport ConnBase, Hub
 from nbio.engine._timers cimport TimerWheel
 
@@ -21,6 +26,7 @@ cdef class Conn(ConnBase):
     cdef int _hangup(self) except -1
     cpdef write(self, object data)
     cdef _write_raw(self, const char *p, Py_ssize_t n)
+    cdef Py_ssize_t _send_iov(self, iovec *iov, int cnt) except -2
 
 
 cdef class NativeEngine:

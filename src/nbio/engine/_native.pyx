@@ -100,9 +100,6 @@ cdef extern from "<netinet/tcp.h>":
         TCP_NODELAY
 
 cdef extern from "<sys/uio.h>" nogil:
-    struct iovec:
-        void *iov_base
-        size_t iov_len
     ssize_t writev(int fd, const iovec *iov, int iovcnt)
 
 cdef extern from "<sys/sendfile.h>" nogil:
@@ -259,21 +256,33 @@ cdef class Conn(ConnBase):
         if self.wq is not None:
             self._enqueue(p, n)
             return
+        cdef iovec iov
+        iov.iov_base = <void *>p
+        iov.iov_len = n
+        sent = self._send_iov(&iov, 1)
+        if 0 <= sent < n:
+            self._enqueue(p + sent, n - sent)
+
+    cdef Py_ssize_t _send_iov(self, iovec *iov, int cnt) except -2:
+        """Send what the kernel takes now: bytes sent (0 if it is full), or -1 after a
+        socket error closed the connection."""
+        cdef Py_ssize_t sent
+        cdef int err
         while True:
-            sent = send(self.fd, p, n, MSG_NOSIGNAL)
+            if cnt == 1:
+                sent = send(self.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL)
+            else:
+                sent = writev(self.fd, iov, cnt)
             if sent >= 0:
-                break
+                (<NativeEngine>self.hub.engine).bytes_out += sent
+                return sent
             err = errno
             if err == EINTR:
                 continue
             if err == EAGAIN:
-                sent = 0
-                break
+                return 0
             self._close(_os_error(err))
-            return
-        eng.bytes_out += sent
-        if sent < n:
-            self._enqueue(p + sent, n - sent)
+            return -1
 
     def writelines(self, chunks):
         """Send several buffers with one gathered ``writev`` (no concatenation)."""
@@ -298,20 +307,8 @@ cdef class Conn(ConnBase):
         try:
             if self.idle_ticks:
                 self.idle_dl = eng.tick + self.idle_ticks
-            while True:
-                sent = writev(self.fd, iov, cnt)
-                if sent >= 0:
-                    break
-                err = errno
-                if err == EINTR:
-                    continue
-                if err == EAGAIN:
-                    sent = 0
-                    break
-                self._close(_os_error(err))
-                return
-            eng.bytes_out += sent
-            if sent < total:
+            sent = self._send_iov(iov, cnt)
+            if 0 <= sent < total:
                 skip = sent
                 for i in range(cnt):
                     if skip >= <Py_ssize_t>iov[i].iov_len:
@@ -528,17 +525,12 @@ cdef class Conn(ConnBase):
                 cnt += 1
             iov[0].iov_base = <char *>iov[0].iov_base + q.head
             iov[0].iov_len -= q.head
-            sent = writev(self.fd, iov, cnt)
+            sent = self._send_iov(iov, cnt)
             if sent < 0:
-                err = errno
-                if err == EAGAIN:
-                    break
-                if err == EINTR:
-                    continue
-                self._close(_os_error(err))
-                return 0
+                return 0      # closed
+            if sent == 0:
+                break         # the kernel is full
             sent_now = sent
-            eng.bytes_out += sent
             self.wbuf -= sent
             q.mem -= sent
             eng._buffered_changed(-sent)
