@@ -8,7 +8,20 @@ wheel, and the user's state goes into ``session``.
 
 import logging
 
+from nbio.errors import ConnectionClosed
+
 logger = logging.getLogger("nbio.engine")
+
+
+class _Ready:
+    """Awaitable that is already complete (``drain()`` with nothing to wait for)."""
+    __slots__ = ()
+
+    def __await__(self):
+        return
+        yield  # pragma: no cover
+
+_READY = _Ready()
 
 
 class Handler:
@@ -133,6 +146,21 @@ cdef class ConnBase:
             self.idle_ticks = self.hub.wheel.ticks(timeout)
             self.idle_dl = self.hub.wheel.deadline_after(timeout)
             self.hub.wheel.file(self)
+
+    def drain(self):
+        """Awaitable: wait while more than the engine's ``write_high_water`` is queued, until
+        the queue is at or below ``write_low_water``. Raises ConnectionClosed if it closes."""
+        eng = self.hub.engine
+        if self.flags & F_CLOSED:
+            raise ConnectionClosed(None, "connection closed")
+        if self.wbuf <= eng.write_high_water:
+            return _READY
+        waiters = eng.drain_waiters
+        fut = waiters.get(self)
+        if fut is None:
+            fut = eng.loop.create_future()
+            waiters[self] = fut
+        return fut
 
     def set_handler(self, handler):
         """Hand this connection to another handler (e.g. HTTP -> WebSocket after an upgrade).

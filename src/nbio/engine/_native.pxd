@@ -66,7 +66,7 @@ cdef class NativeEngine:
     cdef unsigned long long udp_dropped
     cdef bint mem_paused
     cdef list mem_paused_conns
-    cdef dict drain_waiters
+    cdef readonly dict drain_waiters
     cdef dict close_reasons
     cdef dict dials
     cdef dict hubs

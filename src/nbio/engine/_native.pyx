@@ -25,6 +25,7 @@ from nbio.engine._conn cimport (
     F_EOF, F_DIALED,
 )
 from nbio.engine._timers cimport TimerWheel
+from nbio.engine._files import file_range
 from nbio.errors import (
     ClosedByPeer, ConnectionClosed, DeadlineExceeded, TooManyConnections, WriteBufferOverflow,
 )
@@ -177,15 +178,6 @@ cdef class _FileRange:
     cdef Py_ssize_t remaining
 
 
-class _Ready:
-    """Awaitable that is already complete (``drain()`` with nothing to wait for)."""
-    __slots__ = ()
-
-    def __await__(self):
-        return
-        yield  # pragma: no cover
-
-_READY = _Ready()
 
 
 cdef class Conn(ConnBase):
@@ -330,9 +322,7 @@ cdef class Conn(ConnBase):
         cdef int fd
         if self.flags & (F_CLOSED | F_CLOSING):
             raise ConnectionClosed(None, "write on a closed connection")
-        fd = file.fileno() if not isinstance(file, int) else file
-        if count is None:
-            count = os.fstat(fd).st_size - offset
+        fd, count = file_range(file, offset, count)
         if count <= 0:
             return
         fr = _FileRange()
@@ -381,20 +371,6 @@ cdef class Conn(ConnBase):
         if not (self.flags & F_CLOSED):
             self.flags &= ~F_PAUSED
             self._sync_events()
-
-    def drain(self):
-        """Awaitable: wait while more than the engine's high-water mark is queued, until the
-        queue is at or below the low-water mark. Raises ConnectionClosed if it closes."""
-        cdef NativeEngine eng = <NativeEngine>self.hub.engine
-        if self.flags & F_CLOSED:
-            raise ConnectionClosed(None, "connection closed")
-        if self.wbuf <= eng.write_high_water:
-            return _READY
-        fut = eng.drain_waiters.get(self)
-        if fut is None:
-            fut = eng.loop.create_future()
-            eng.drain_waiters[self] = fut
-        return fut
 
     # -- engine internals -----------------------------------------------------------------
 

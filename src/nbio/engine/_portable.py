@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Set, Union
+from typing import Any, Dict, List, Optional, Set, Union
 
 from ..errors import ClosedByPeer, ConnectionClosed, DeadlineExceeded, WriteBufferOverflow
 from ._conn import FLAG_CLOSED as F_CLOSED
@@ -20,20 +19,8 @@ from ._conn import FLAG_EOF as F_EOF
 from ._conn import FLAG_MEM_PAUSED as F_MEM_PAUSED
 from ._conn import FLAG_PAUSED as F_PAUSED
 from ._conn import ConnBase, Hub
+from ._files import CHUNK, FileQueue, file_range
 from ._timers import TimerWheel
-
-_FILE_CHUNK = 256 * 1024
-
-
-class _Ready:
-    __slots__ = ()
-
-    def __await__(self) -> Any:
-        return
-        yield  # pragma: no cover
-
-
-_READY = _Ready()
 
 
 class PortableConn(ConnBase, asyncio.Protocol):
@@ -45,7 +32,7 @@ class PortableConn(ConnBase, asyncio.Protocol):
         ConnBase.__init__(self, hub)
         self._transport: Optional[asyncio.Transport] = None
         self._close_reason: Optional[BaseException] = None
-        self._files: Optional[Deque[Any]] = None
+        self._files: Optional[FileQueue] = None
         self._flags = flags
 
     def __repr__(self) -> str:
@@ -150,8 +137,8 @@ class PortableConn(ConnBase, asyncio.Protocol):
         transport = self._transport
         if self._flags & (F_CLOSED | F_CLOSING) or transport is None:
             raise ConnectionClosed(None, "write on a closed connection")
-        if self._files:
-            self._files.append(bytes(data))
+        if self._files is not None:
+            self._files.add_bytes(data)
             self._sync_buffered()
             return
         transport.write(data)
@@ -163,7 +150,7 @@ class PortableConn(ConnBase, asyncio.Protocol):
     def writelines(self, chunks: Any) -> None:
         if self._flags & (F_CLOSED | F_CLOSING) or self._transport is None:
             raise ConnectionClosed(None, "write on a closed connection")
-        if self._files:
+        if self._files is not None:
             for c in chunks:
                 self.write(c)
             return
@@ -176,37 +163,26 @@ class PortableConn(ConnBase, asyncio.Protocol):
     def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> None:
         if self._flags & (F_CLOSED | F_CLOSING) or self._transport is None:
             raise ConnectionClosed(None, "write on a closed connection")
-        fd = file if isinstance(file, int) else file.fileno()
-        if count is None:
-            count = os.fstat(fd).st_size - offset
+        fd, count = file_range(file, offset, count)
         if count <= 0:
             return
         if self._files is None:
-            self._files = deque()
-        self._files.append([file, fd, offset, count])
+            self._files = FileQueue()
+        self._files.add_file(file, fd, offset, count)
         self._pump_files()
 
     def _pump_files(self) -> None:
         """Feed queued file ranges (and writes queued behind them) a chunk at a time."""
-        files = self._files
         transport = self._transport
-        while files and transport is not None and transport.get_write_buffer_size() < _FILE_CHUNK:
-            item = files[0]
-            if isinstance(item, bytes):
-                files.popleft()
-                transport.write(item)
-                continue
-            _, fd, offset, remaining = item
-            chunk = os.pread(fd, min(remaining, _FILE_CHUNK), offset)
-            if not chunk:
-                self._abort_with(OSError(5, "sendfile: file shorter than the requested range"))
-                return
-            transport.write(chunk)
-            item[2] += len(chunk)
-            item[3] -= len(chunk)
-            if item[3] == 0:
-                files.popleft()
-        if not files:
+        files = self._files
+        if transport is None or files is None:
+            return
+        try:
+            done = files.pump(transport.write, lambda: transport.get_write_buffer_size() < CHUNK)
+        except OSError as exc:
+            self._abort_with(exc)
+            return
+        if done:
             self._files = None
         self._sync_buffered()
 
@@ -216,7 +192,7 @@ class PortableConn(ConnBase, asyncio.Protocol):
         if reason is not None and self._close_reason is None:
             self._close_reason = reason
         self._flags |= F_CLOSING
-        if self._files:
+        if self._files is not None:
             return  # closed once the files are pumped out (see _sync_buffered)
         if self._wbuf:
             eng: PortableEngine = self._hub.engine
@@ -240,18 +216,6 @@ class PortableConn(ConnBase, asyncio.Protocol):
             self._flags &= ~F_PAUSED
             if not self._flags & F_MEM_PAUSED:
                 self._transport.resume_reading()
-
-    def drain(self) -> Any:
-        eng: PortableEngine = self._hub.engine
-        if self._flags & F_CLOSED:
-            raise ConnectionClosed(None, "connection closed")
-        if self._wbuf <= eng.write_high_water:
-            return _READY
-        fut = eng.drain_waiters.get(self)
-        if fut is None:
-            fut = eng.loop.create_future()
-            eng.drain_waiters[self] = fut
-        return fut
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -287,10 +251,7 @@ class PortableConn(ConnBase, asyncio.Protocol):
         eng: PortableEngine = self._hub.engine
         size = transport.get_write_buffer_size()
         files = self._files
-        if files:
-            pending = sum(len(i) if isinstance(i, bytes) else i[3] for i in files)
-        else:
-            pending = 0
+        pending = files.pending if files is not None else 0
         old = self._wbuf
         new = size + pending
         self._wbuf = new

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
-from collections import deque
-from typing import Any, Deque, List, Optional
+from typing import Any, Optional
 
 from ..errors import ClosedByPeer, ConnectionClosed, DeadlineExceeded
+from ._files import CHUNK, FileQueue, file_range
 
 __all__ = ["TLSConn", "TLSLayer", "default_client_context"]
 
@@ -27,7 +26,6 @@ logger = logging.getLogger("nbio.engine.tls")
 
 _READ_SIZE = 65536
 _LINGER = 5.0  # seconds to wait for the peer's close_notify after ours
-_FILE_CHUNK = 256 * 1024
 
 # TLSConn states
 _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = range(4)
@@ -161,7 +159,7 @@ class TLSConn:
         self._opened = False  # the handshake completed: the user's handler knows this conn
         self._close_reason: Optional[BaseException] = None
         self._eof = False
-        self._files: Optional[Deque[List[Any]]] = None
+        self._files: Optional[FileQueue] = None
         self.session: Any = None
 
     def __repr__(self) -> str:
@@ -226,7 +224,7 @@ class TLSConn:
 
     @property
     def buffered(self) -> int:
-        pending = sum(f[3] for f in self._files) if self._files else 0
+        pending = self._files.pending if self._files is not None else 0
         return int(self._raw.buffered) + pending
 
     @property
@@ -248,8 +246,8 @@ class TLSConn:
         """Encrypt and send ``data``."""
         if self._state != _OPEN:
             raise ConnectionClosed(None, "write on a closed connection")
-        if self._files:
-            self._files.append([bytes(data), -1, 0, len(data)])
+        if self._files is not None:
+            self._files.add_bytes(data)
             return
         self._ssl.write(data)
         self._flush()
@@ -258,7 +256,7 @@ class TLSConn:
         """Encrypt several buffers and send the records in one write."""
         if self._state != _OPEN:
             raise ConnectionClosed(None, "write on a closed connection")
-        if self._files:
+        if self._files is not None:
             for chunk in chunks:
                 self.write(chunk)
             return
@@ -271,14 +269,12 @@ class TLSConn:
         the connection's write queue (no zero-copy)."""
         if self._state != _OPEN:
             raise ConnectionClosed(None, "write on a closed connection")
-        fd = file if isinstance(file, int) else file.fileno()
-        if count is None:
-            count = os.fstat(fd).st_size - offset
+        fd, count = file_range(file, offset, count)
         if count <= 0:
             return
         if self._files is None:
-            self._files = deque()
-        self._files.append([file, fd, offset, count])
+            self._files = FileQueue()
+        self._files.add_file(file, fd, offset, count)
         self._pump_files()
 
     def close(self, reason: Optional[BaseException] = None) -> None:
@@ -291,7 +287,7 @@ class TLSConn:
             return
         if self._state != _OPEN:
             return
-        if self._files:
+        if self._files is not None:
             self._state = _CLOSING  # finished by _pump_files
             return
         self._shutdown()
@@ -435,7 +431,7 @@ class TLSConn:
         self._raw.close()
 
     def _drained(self) -> None:
-        if self._files:
+        if self._files is not None:
             self._pump_files()
             return
         on_drain = self._layer.user_drain
@@ -450,25 +446,20 @@ class TLSConn:
     def _pump_files(self) -> None:
         files = self._files
         raw = self._raw
-        while files and not raw.closed and raw.buffered < _FILE_CHUNK:
-            item = files[0]
-            if item[1] == -1:  # a write queued behind a file range
-                files.popleft()
-                self._ssl.write(item[0])
-                self._flush()
-                continue
-            chunk = os.pread(item[1], min(item[3], _FILE_CHUNK), item[2])
-            if not chunk:
-                self._close_reason = OSError(5, "sendfile: file shorter than the requested range")
-                raw.abort()
-                return
+        if files is None:
+            return
+
+        def write(chunk: bytes) -> None:
             self._ssl.write(chunk)
             self._flush()
-            item[2] += len(chunk)
-            item[3] -= len(chunk)
-            if item[3] == 0:
-                files.popleft()
-        if not files:
+
+        try:
+            done = files.pump(write, lambda: not raw.closed and raw.buffered < CHUNK)
+        except OSError as exc:
+            self._close_reason = exc
+            raw.abort()
+            return
+        if done:
             self._files = None
             if self._state == _CLOSING:
                 self._shutdown()
