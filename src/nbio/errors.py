@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Optional
 
 __all__ = [
+    "BackplaneError",
+    "BackplaneUnavailable",
     "ClosedByPeer",
     "ConnectionClosed",
     "ConnectionClosedError",
@@ -125,3 +127,12 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """A WebSocket closed with an error code or without a closing handshake (1006)."""
+
+
+class BackplaneError(NbioError):
+    """A pub/sub backplane (see :mod:`nbio.backplane`) could not do its job."""
+
+
+class BackplaneUnavailable(BackplaneError, ConnectionError):
+    """The backplane's broker is unreachable: publishes are dropped (and counted) until it
+    reconnects, and messages published elsewhere meanwhile do not arrive."""
