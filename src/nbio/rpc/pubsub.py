@@ -7,9 +7,10 @@ payloads are ``data || name || uint16 LE len(name) || int64 LE UnixNano``
 (:mod:`nbio.rpc.pubsub_wire`).
 
 :class:`PubSubServer` adds the routes to an RPC :class:`~nbio.rpc.server.Server`; every
-publish goes through a :class:`Backplane`, so that several servers (processes, machines)
-can share topics. :class:`LocalBackplane` connects the servers of one process; a broker
-implementation (Redis pub/sub) plugs in behind the same small interface.
+publish goes through a backplane (:mod:`nbio.backplane`), so that several servers (processes,
+machines) can share topics: :class:`~nbio.backplane.LocalBackplane` (the default) connects
+the servers of one process, :class:`~nbio.backplane_redis.RedisBackplane` those sharing a
+Redis server. A server holds one backplane subscription per topic its clients subscribed to.
 
 :class:`PubSubClient` wraps a :class:`~nbio.rpc.client.Client`: it authenticates on every
 (re)connect and subscribes again to its topics.
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol
+from typing import Any, Awaitable, Callable, Dict, List, Optional
 
+from nbio.backplane import Backplane, LocalBackplane, Subscription
 from nbio.errors import ProtocolError
 from nbio.rpc.client import Client, Peer
 from nbio.rpc.codec import payload_to_value, value_to_payload
@@ -57,62 +59,17 @@ ERR_NOT_AUTHENTICATED = "pubsub: not authenticated"
 
 _TOPICS_KEY = "nbio.pubsub.topics"
 
-#: ``deliver(topic_name, raw_topic_payload, to_one) -> delivered`` of one server.
-Deliver = Callable[[str, bytes, bool], bool]
-
-
-class Backplane(Protocol):
-    """How published topics reach the servers sharing them.
-
-    A server ``attach``es its ``deliver`` function; ``publish`` must call ``deliver`` of
-    every attached server (in this process or elsewhere) with the raw topic payload;
-    ``publish_to_one`` must stop at the first server whose ``deliver`` returns True.
-    Methods do not block: a networked implementation queues its I/O.
-    """
-
-    def attach(self, deliver: Deliver) -> None: ...
-
-    def detach(self, deliver: Deliver) -> None: ...
-
-    def publish(self, topic: str, raw: bytes) -> None: ...
-
-    def publish_to_one(self, topic: str, raw: bytes) -> None: ...
-
-
-class LocalBackplane:
-    """The servers of one process share topics (the default: just the one server)."""
-
-    def __init__(self) -> None:
-        self._nodes: List[Deliver] = []
-        self._next = 0
-
-    def attach(self, deliver: Deliver) -> None:
-        self._nodes.append(deliver)
-
-    def detach(self, deliver: Deliver) -> None:
-        if deliver in self._nodes:
-            self._nodes.remove(deliver)
-
-    def publish(self, topic: str, raw: bytes) -> None:
-        for deliver in list(self._nodes):
-            deliver(topic, raw, False)
-
-    def publish_to_one(self, topic: str, raw: bytes) -> None:
-        nodes = list(self._nodes)
-        n = len(nodes)
-        for i in range(n):
-            deliver = nodes[(self._next + i) % n]
-            if deliver(topic, raw, True):
-                self._next = (self._next + i + 1) % n
-                return
-
 
 class PubSubServer:
     """arpc's pub/sub server routes on ``server`` (an RPC :class:`Server`).
 
     ``password``: what ``in_A`` must carry; None or empty lets every connection in
     without authenticating. ``publish(topic, value)`` / ``publish_to_one`` publish from
-    the server itself.
+    the server itself. ``backplane``: shared with other servers (default: a
+    :class:`~nbio.backplane.LocalBackplane` of its own), e.g.
+    ``RedisBackplane("redis://host:6379")`` for several processes or machines. A subscribe
+    is answered once the backplane subscription is live (at most ``ready_timeout`` seconds
+    during a broker outage; it goes live when the broker is back).
     """
 
     def __init__(
@@ -120,11 +77,15 @@ class PubSubServer:
         server: Server,
         password: Optional[str] = None,
         backplane: Optional[Backplane] = None,
+        *,
+        ready_timeout: float = 5.0,
     ) -> None:
         self.server = server
         self.password = password or ""
-        self.backplane: Backplane = backplane or LocalBackplane()
+        self.backplane: Backplane = backplane if backplane is not None else LocalBackplane()
+        self.ready_timeout = ready_timeout
         self._topics: Dict[str, Dict[Peer, None]] = {}
+        self._subs: Dict[str, Subscription] = {}
         self._seq = 1
         self._rr: Dict[str, int] = {}
         router = server.router
@@ -134,11 +95,12 @@ class PubSubServer:
         router.handle(ROUTE_PUBLISH, self._on_publish)
         router.handle(ROUTE_PUBLISH_TO_ONE, self._on_publish_to_one)
         router.on_disconnect(self._on_disconnect)
-        self.backplane.attach(self._deliver)
 
     def close(self) -> None:
-        """Detach from the backplane."""
-        self.backplane.detach(self._deliver)
+        """Drop this server's backplane subscriptions (the backplane itself stays open)."""
+        subs, self._subs = self._subs, {}
+        for sub in subs.values():
+            sub.close()
 
     def subscribers(self, topic: str) -> List[Peer]:
         return list(self._topics.get(topic, ()))
@@ -223,16 +185,30 @@ class PubSubServer:
             return None
         return topic
 
-    def _on_subscribe(self, ctx: Context) -> None:
+    def _on_subscribe(self, ctx: Context) -> Optional[Awaitable[None]]:
         mine = self._topics_of(ctx)
         if mine is None:
-            return
+            return None
         topic = self._topic(ctx)
         if topic is None:
-            return
+            return None
         mine[topic.name] = None
         self._topics.setdefault(topic.name, {})[ctx.client] = None
-        ctx.write(None)
+        sub = self._subs.get(topic.name)
+        if sub is None:
+            sub = self._subs[topic.name] = self.backplane.subscribe(topic.name, self._deliver)
+        if sub.live:
+            ctx.write(None)
+            return None
+        return self._answer_when_live(ctx, sub)
+
+    async def _answer_when_live(self, ctx: Context, sub: Subscription) -> None:
+        try:
+            await asyncio.wait_for(sub.ready(), self.ready_timeout)
+        except asyncio.TimeoutError:
+            logger.warning("nbio.rpc: backplane subscription to %r not live yet", sub.topic)
+        if not ctx.answered:
+            ctx.write(None)
 
     def _on_unsubscribe(self, ctx: Context) -> None:
         mine = self._topics_of(ctx)
@@ -270,6 +246,9 @@ class PubSubServer:
             if not subs:
                 del self._topics[name]
                 self._rr.pop(name, None)
+                sub = self._subs.pop(name, None)
+                if sub is not None:
+                    sub.close()
 
     def _on_disconnect(self, peer: Peer) -> None:
         mine = peer.get(_TOPICS_KEY)
