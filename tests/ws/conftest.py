@@ -1,9 +1,4 @@
-"""Fixtures for the WebSocket server/client tests.
-
-``ws_server(upgrader)`` starts a listener whose HTTP/1.1 part is a tiny test-only stand-in
-for the nbio HTTP server: it parses the request with ``h1.ServerConnection`` and calls the
-upgrader exactly as the HTTP server does (``upgrade(conn, request, leftover)``).
-"""
+"""Fixtures and helpers for the WebSocket server/client tests (servers: ``standin.listen``)."""
 
 from __future__ import annotations
 
@@ -12,8 +7,7 @@ from typing import Any, AsyncIterator, Callable, List, Optional, Tuple
 
 import pytest
 
-from nbio.engine import BACKENDS, Engine, Handler
-from nbio.http.h1 import EndOfMessage, Request, ServerConnection
+from nbio.engine import BACKENDS, Engine
 
 try:
     import uvloop  # noqa: F401
@@ -21,35 +15,6 @@ try:
     LOOPS = ["asyncio", "uvloop"]
 except ImportError:  # pragma: no cover
     LOOPS = ["asyncio"]
-
-
-class UpgradeStandIn(Handler):
-    """HTTP/1.1 stand-in: routes upgrade requests to ``upgrader``, answers 404 else."""
-
-    def __init__(self, upgrader: Any) -> None:
-        self.upgrader = upgrader
-
-    def on_open(self, conn: Any) -> None:
-        conn.session = [ServerConnection(), None]
-
-    def on_data(self, conn: Any, data: Any) -> None:
-        state = conn.session
-        http: ServerConnection = state[0]
-        for event in http.receive_data(data):
-            if isinstance(event, Request):
-                state[1] = event
-            elif isinstance(event, EndOfMessage):
-                request = state[1]
-                if request.upgrade == b"websocket":
-                    self.upgrader.upgrade(conn, request, http.trailing_data)
-                    return
-                conn.write(http.respond(404, [(b"content-type", b"text/plain")], b"no\n"))
-                conn.close()
-                return
-            else:  # HTTPProtocolError
-                conn.write(http.error_response(event))
-                conn.close()
-                return
 
 
 @pytest.fixture(params=[f"{b}-{lp}" for b in BACKENDS for lp in LOOPS])
@@ -65,13 +30,6 @@ def backend(request: Any) -> str:
 
 def make_engine(kind: str, **settings: Any) -> Engine:
     return Engine(backend=kind.split("-")[0], **settings)
-
-
-def listen(engine: Engine, upgrader: Any) -> Tuple[str, int]:
-    """Listen on a free port with the stand-in; returns ``(host, port)``."""
-    listener = engine.listen(UpgradeStandIn(upgrader), "127.0.0.1", 0)
-    host, port = listener.address[:2]
-    return host, port
 
 
 class Events:

@@ -16,7 +16,13 @@ from nbio.errors import ClosedByPeer, ConnectionClosed
 from nbio.http.h1 import ClientConnection, Response
 from nbio.ws.connection import WebSocket, async_dispatch, wrap
 from nbio.ws.deflate import DeflateConfig
-from nbio.ws.handshake import ClientRequest, HandshakeError, Headers, build_request, validate_response
+from nbio.ws.handshake import (
+    ClientRequest,
+    HandshakeError,
+    Headers,
+    build_request,
+    validate_response,
+)
 
 __all__ = ["CLIENT_DEFLATE", "connect"]
 
@@ -25,7 +31,7 @@ __all__ = ["CLIENT_DEFLATE", "connect"]
 CLIENT_DEFLATE = DeflateConfig()
 
 
-def _parse_url(url: str) -> "tuple[str, int, str, str]":
+def _parse_url(url: str) -> tuple[str, int, str, str]:
     parts = urlsplit(url)
     if parts.scheme == "wss":
         raise NotImplementedError("wss:// needs TLS, which nbio does not support yet")
@@ -49,9 +55,7 @@ def _parse_url(url: str) -> "tuple[str, int, str, str]":
 class _Handshake:
     """Engine handler of a client connection until its 101 response is validated."""
 
-    def __init__(
-        self, request: ClientRequest, future: "asyncio.Future[Any]", finish: Any
-    ) -> None:
+    def __init__(self, request: ClientRequest, future: asyncio.Future[Any], finish: Any) -> None:
         self.request = request
         self.future = future
         self.finish = finish
@@ -123,7 +127,7 @@ def connect(
     extra_headers: Headers = (),
     origin: Optional[str] = None,
     open_timeout: Optional[float] = 10.0,
-    compression: Union[None, str, DeflateConfig] = "deflate",
+    compression: Union[str, DeflateConfig, None] = "deflate",
     max_size: Optional[int] = 1 << 20,
     max_queue: Optional[int] = 16,
     max_frame_size: int = 0,
@@ -151,8 +155,14 @@ def connect(
     else:
         raise ValueError(f"unsupported compression {compression!r}")
     host, port, target, hosthdr = _parse_url(url)
-    request = build_request(hosthdr, target, subprotocols=subprotocols, deflate=deflate,
-                            origin=origin, extra_headers=extra_headers)
+    request = build_request(
+        hosthdr,
+        target,
+        subprotocols=subprotocols,
+        deflate=deflate,
+        origin=origin,
+        extra_headers=extra_headers,
+    )
     dispatch = async_dispatch(
         is_client=True,
         max_frame_size=max_frame_size,
@@ -167,8 +177,15 @@ def connect(
         future: asyncio.Future[Any] = eng.loop.create_future()
 
         def finish(c: Any, accepted: Any, leftover: bytes) -> WebSocket:
-            return wrap(dispatch, c, leftover, max_size=max_size, deflate=accepted.deflate,
-                        subprotocol=accepted.subprotocol, max_queue=max_queue)
+            return wrap(
+                dispatch,
+                c,
+                leftover,
+                max_size=max_size,
+                deflate=accepted.deflate,
+                subprotocol=accepted.subprotocol,
+                max_queue=max_queue,
+            )
 
         handshake = _Handshake(request, future, finish)
         conn = None

@@ -154,8 +154,10 @@ class WebSocket:
 
     async def ping(self, data: Union[str, bytes, None] = None) -> asyncio.Future[None]:
         """Send a Ping; returns a future resolved when the matching Pong arrives."""
-        payload = os.urandom(4) if data is None else (
-            data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        payload = (
+            os.urandom(4)
+            if data is None
+            else (data.encode("utf-8") if isinstance(data, str) else bytes(data))
         )
         fut: asyncio.Future[None] = self._loop.create_future()
         try:
@@ -289,8 +291,9 @@ def wrap(
     max_queue: Optional[int] = 16,
 ) -> WebSocket:
     """Make ``conn`` (handshake done) an async :class:`WebSocket` of ``dispatch``."""
-    core = WebSocketConn(dispatch, conn, max_size=max_size, deflate=deflate,
-                         subprotocol=subprotocol)
+    core = WebSocketConn(
+        dispatch, conn, max_size=max_size, deflate=deflate, subprotocol=subprotocol
+    )
     ws = WebSocket(core, request=request, max_queue=max_queue)
     conn.session = core
     conn.set_handler(dispatch.engine_side)

@@ -54,7 +54,7 @@ Origins = Union[Sequence[str], Callable[[Optional[str]], bool], None]
 SERVER_DEFLATE = DeflateConfig(server_no_context_takeover=True)
 
 
-def _deflate_config(compression: Union[None, str, bool, DeflateConfig]) -> Optional[DeflateConfig]:
+def _deflate_config(compression: Union[str, bool, DeflateConfig, None]) -> Optional[DeflateConfig]:
     if compression is None or compression is False:
         return None
     if compression is True or compression == "deflate":
@@ -98,7 +98,7 @@ class WebSocketUpgrader:
         subprotocols: Union[Sequence[str], Callable[[List[str]], Optional[str]]] = (),
         origins: Origins = None,
         extra_headers: Headers = (),
-        compression: Union[None, str, bool, DeflateConfig] = "deflate",
+        compression: Union[str, bool, DeflateConfig, None] = "deflate",
         max_size: Optional[int] = 1 << 20,
         max_frame_size: int = 0,
         max_write_buffer: Optional[int] = 16 << 20,
@@ -135,7 +135,12 @@ class WebSocketUpgrader:
         if on_message is None:
             raise TypeError("WebSocketUpgrader needs an async handler or on_message")
         self.dispatch = Dispatch(
-            on_message, on_open, on_close, on_ping, on_pong, **settings  # type: ignore[arg-type]
+            on_message,
+            on_open,
+            on_close,
+            on_ping,
+            on_pong,
+            **settings,  # type: ignore[arg-type]
         )
 
     # -- the upgrade handler contract ----------------------------------------------------------
@@ -166,8 +171,13 @@ class WebSocketUpgrader:
             conn.close()
             return True
         conn.write(accepted.response)
-        self.open(conn, leftover, subprotocol=accepted.subprotocol, deflate=accepted.deflate,
-                  request=request)
+        self.open(
+            conn,
+            leftover,
+            subprotocol=accepted.subprotocol,
+            deflate=accepted.deflate,
+            request=request,
+        )
         return True
 
     def open(
@@ -184,10 +194,25 @@ class WebSocketUpgrader:
         if dispatch.ping_interval:
             keepalive(dispatch, conn.engine)
         if self.handler is None:
-            return open_conn(dispatch, conn, leftover, max_size=self.max_size, deflate=deflate,
-                             subprotocol=subprotocol, request=request)
-        ws = wrap(dispatch, conn, leftover, max_size=self.max_size, deflate=deflate,
-                  subprotocol=subprotocol, request=request, max_queue=self.max_queue)
+            return open_conn(
+                dispatch,
+                conn,
+                leftover,
+                max_size=self.max_size,
+                deflate=deflate,
+                subprotocol=subprotocol,
+                request=request,
+            )
+        ws = wrap(
+            dispatch,
+            conn,
+            leftover,
+            max_size=self.max_size,
+            deflate=deflate,
+            subprotocol=subprotocol,
+            request=request,
+            max_queue=self.max_queue,
+        )
         task = conn.engine.loop.create_task(self._run(ws))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -230,8 +255,16 @@ def adopt(
     negotiated :class:`~nbio.ws.deflate.PerMessageDeflate` (``ServerAccept.deflate``);
     ``options`` are :func:`~nbio.ws.connection.async_dispatch`'s (``max_write_buffer``,
     ``ping_interval``, ``ping_timeout``, ``close_timeout``, ``max_frame_size``)."""
-    return wrap(async_dispatch(**options), conn, leftover, max_size=max_size, deflate=deflate,
-                subprotocol=subprotocol, request=request, max_queue=max_queue)
+    return wrap(
+        async_dispatch(**options),
+        conn,
+        leftover,
+        max_size=max_size,
+        deflate=deflate,
+        subprotocol=subprotocol,
+        request=request,
+        max_queue=max_queue,
+    )
 
 
 def broadcast(conns: Iterable[Any], message: Union[str, bytes]) -> int:
@@ -326,8 +359,8 @@ def serve(
     upgrade to one path (default: any path). Use as ``async with serve(...) as server`` or
     ``server = await serve(...)``.
     """
-    upgrader = handler if isinstance(handler, WebSocketUpgrader) else WebSocketUpgrader(
-        handler, **options
+    upgrader = (
+        handler if isinstance(handler, WebSocketUpgrader) else WebSocketUpgrader(handler, **options)
     )
 
     async def start() -> Server:
