@@ -116,18 +116,15 @@ async def echo_async(ws: Any) -> None:
 
 
 def _start_server(lt: LoopThread, api: str) -> int:
+    from nbio.http.server import HttpServer
     from nbio.ws import WebSocketUpgrader
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ws"))
-    try:
-        from standin import listen  # the upgrade stand-in (until the HTTP server lands)
-    finally:
-        sys.path.pop(0)
     handler = EchoCallbacks() if api == "callback" else echo_async
     upgrader = WebSocketUpgrader(handler, max_size=32 << 20, ping_interval=None)
 
     async def start() -> int:
-        return listen(lt.engine, upgrader)[1]
+        server = HttpServer(None, upgrades={"*": upgrader})
+        return int(lt.engine.listen(server, "127.0.0.1", 0).address[1])
 
     return int(lt.call(start))
 

@@ -1,4 +1,4 @@
-"""Fixtures and helpers for the WebSocket server/client tests (servers: ``standin.listen``)."""
+"""Fixtures and helpers for the WebSocket server/client tests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, AsyncIterator, Callable, List, Optional, Tuple
 import pytest
 
 from nbio.engine import BACKENDS, Engine
+from nbio.http.server import HttpServer
 
 try:
     import uvloop  # noqa: F401
@@ -30,6 +31,13 @@ def backend(request: Any) -> str:
 
 def make_engine(kind: str, **settings: Any) -> Engine:
     return Engine(backend=kind.split("-")[0], **settings)
+
+
+def listen(engine: Engine, upgrader: Any) -> Tuple[str, int]:
+    """Serve ``upgrader`` for every path through the nbio HTTP server on a free port."""
+    server = HttpServer(None, upgrades={"*": upgrader})
+    host, port = engine.listen(server, "127.0.0.1", 0).address[:2]
+    return host, port
 
 
 class Events:

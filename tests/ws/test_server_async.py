@@ -6,7 +6,6 @@ import asyncio
 from typing import Any, List
 
 import websockets
-from standin import listen
 from test_server_callback import read_frame
 from wsutil import raw_frame
 
@@ -15,7 +14,7 @@ from nbio.ws import WebSocket, WebSocketUpgrader, adopt, broadcast
 from nbio.ws.handshake import accept
 from nbio.ws.protocol import OP_CLOSE, OP_TEXT
 
-from conftest import make_engine, raw_connect, upgrade_request
+from conftest import listen, make_engine, raw_connect, upgrade_request
 
 
 async def echo(ws: WebSocket) -> None:

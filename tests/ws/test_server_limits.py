@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 import websockets
-from standin import listen
 from test_server_callback import read_frame
 from wsutil import close_payload, raw_frame
 
 from nbio.ws import WebSocketUpgrader
 from nbio.ws.protocol import OP_BINARY, OP_CLOSE, OP_TEXT
 
-from conftest import Events, make_engine, raw_connect, upgrade_request
+from conftest import Events, listen, make_engine, raw_connect, upgrade_request
 
 DEFLATE_EXT = "Sec-WebSocket-Extensions: permessage-deflate\r\n"
 

@@ -401,6 +401,7 @@ def open_conn(Dispatch dispatch not None, conn, leftover=b"", *, max_size=1 << 2
                                           subprotocol=subprotocol)
     ws.session = session
     conn.session = ws
+    conn.set_idle_timeout(None)     # the HTTP server's keep-alive timeout no longer applies
     conn.set_handler(dispatch.engine_side)
     if dispatch.cb_open is not None:
         dispatch.request = request

@@ -296,6 +296,7 @@ def wrap(
     )
     ws = WebSocket(core, request=request, max_queue=max_queue)
     conn.session = core
+    conn.set_idle_timeout(None)  # the HTTP server's keep-alive timeout no longer applies
     conn.set_handler(dispatch.engine_side)
     if dispatch.ping_interval:
         keepalive(dispatch, conn.engine)

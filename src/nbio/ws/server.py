@@ -32,7 +32,6 @@ from typing import (
     Optional,
     Sequence,
     Set,
-    Tuple,
     Union,
 )
 
@@ -290,31 +289,63 @@ def broadcast(conns: Iterable[Any], message: Union[str, bytes]) -> int:
 
 
 class Server:
-    """A running WebSocket server (returned by :func:`serve`)."""
+    """A running WebSocket server (returned by :func:`serve`): an
+    :class:`nbio.http.server.HttpServer` routing upgrades to a :class:`WebSocketUpgrader`."""
 
     def __init__(self, http_server: Any, upgrader: WebSocketUpgrader) -> None:
         self.http_server = http_server
         self.upgrader = upgrader
 
     @property
-    def address(self) -> Tuple[str, int]:
-        return self.http_server.address  # type: ignore[no-any-return]
+    def address(self) -> Any:
+        """The listening address, e.g. ``("127.0.0.1", 8765)``."""
+        return self.http_server.address
 
     @property
     def port(self) -> int:
-        return self.address[1]
+        return int(self.address[1])
 
-    def close(self) -> None:
+    def connections(self) -> List[WebSocketConn]:
+        """The open WebSocket connections (callback-API objects; ``.session`` is the async
+        :class:`WebSocket` on the async API)."""
+        dispatch = self.upgrader.dispatch
+        out = []
+        for conn in self.http_server.engine.connections():
+            core = conn.session
+            if isinstance(core, WebSocketConn) and core.dispatch is dispatch:
+                out.append(core)
+        return out
+
+    def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Stop accepting and start the closing handshake of every connection."""
         self.http_server.close()
+        for core in self.connections():
+            try:
+                core.close(code, reason)
+            except ConnectionClosed:
+                pass
 
-    async def wait_closed(self) -> None:
-        await self.http_server.wait_closed()
+    async def wait_closed(self, timeout: float = 10.0) -> None:
+        """Wait (up to ``timeout`` s) for the connections and handlers to finish, then drop
+        what is left and release the engine if ``serve`` created it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         tasks = list(self.upgrader.tasks)
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=timeout)
+        while self.connections() and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # closing handshakes in flight (no per-conn future)
+        for core in self.connections():
+            core.abort()
+        await self.http_server.wait_closed(max(0.0, deadline - loop.time()))
 
     async def serve_forever(self) -> None:
-        await self.http_server.serve_forever()
+        """Serve until cancelled."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            self.close()
+            await self.wait_closed()
 
     async def __aenter__(self) -> Server:
         return self
@@ -350,24 +381,32 @@ def serve(
     *,
     path: Optional[str] = None,
     engine: Any = None,
+    reuse_port: Optional[bool] = None,
     **options: Any,
 ) -> _Serve:
     """Serve WebSocket connections on ``host:port`` through the nbio HTTP server.
 
-    ``handler`` is an ``async def handler(ws)`` (async API) or a callback object
-    (see :class:`WebSocketUpgrader`, whose options ``serve`` accepts). ``path`` limits the
-    upgrade to one path (default: any path). Use as ``async with serve(...) as server`` or
-    ``server = await serve(...)``.
+    ``handler`` is an ``async def handler(ws)`` (async API), a callback object (see
+    :class:`WebSocketUpgrader`, whose options ``serve`` accepts) or an upgrader. ``path``
+    limits the upgrade to one path (default: any path; other requests get 404). ``engine``
+    defaults to a new engine owned by the server. Use as ``async with serve(...) as
+    server`` or ``server = await serve(...)``; ``server.close()`` sends Close 1001 to
+    every connection.
     """
     upgrader = (
         handler if isinstance(handler, WebSocketUpgrader) else WebSocketUpgrader(handler, **options)
     )
 
     async def start() -> Server:
-        from nbio.http.server import HttpServer  # the HTTP layer routes upgrades to us
+        from nbio.http.server import HttpServer
 
-        http = await HttpServer.start(  # type: ignore[attr-defined]
-            None, host, port, websocket=upgrader, websocket_path=path, engine=engine
+        http = await HttpServer.start(
+            None,
+            host,
+            port,
+            engine=engine,
+            reuse_port=reuse_port,
+            upgrades={path or "*": upgrader},
         )
         return Server(http, upgrader)
 
