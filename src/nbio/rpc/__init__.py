@@ -18,6 +18,8 @@ See docs/rpc.md.
 
 from __future__ import annotations
 
+from typing import Any
+
 from nbio.errors import ConnectionLost, NotConnected, RpcError, RpcTimeout
 from nbio.rpc.client import FIRST_SEQ, Client, Peer, connect
 from nbio.rpc.codec import Codec, JsonCodec, MsgpackCodec, RawCodec
@@ -30,6 +32,27 @@ from nbio.rpc.router import Router, logging_middleware, recover, require
 from nbio.rpc.server import Server
 from nbio.rpc.stream import Stream
 from nbio.rpc.sync import SyncClient
+
+# Transports over the HTTP and WebSocket layers, imported on first use (keeps
+# ``import nbio.rpc`` light): name -> module.
+_LAZY = {
+    "WebSocketClient": "nbio.rpc.transport_ws",
+    "WebSocketEndpoint": "nbio.rpc.transport_ws",
+    "WebSocketRefused": "nbio.rpc.transport_ws",
+    "connect_websocket": "nbio.rpc.transport_ws",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbio.rpc' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FIRST_SEQ",
@@ -56,7 +79,11 @@ __all__ = [
     "Server",
     "Stream",
     "SyncClient",
+    "WebSocketClient",
+    "WebSocketEndpoint",
+    "WebSocketRefused",
     "connect",
+    "connect_websocket",
     "logging_middleware",
     "recover",
     "require",

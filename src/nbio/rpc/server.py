@@ -100,10 +100,7 @@ class Server:
         returns the bound address. May be called several times."""
         if self._shutting_down:
             raise RuntimeError("server is shut down")
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        if self._stopped is None:
-            self._stopped = loop.create_future()
+        self._bind_loop()
         engine = self._engine or get_engine()
         self._engine = engine
         if path is not None:
@@ -111,9 +108,18 @@ class Server:
         else:
             listener = engine.listen(self._handler, host, port, reuse_port=reuse_port)
         self._listeners.append(listener)
-        if self.keepalive and self._keepalive_timer is None:
-            self._keepalive_timer = loop.call_later(self.keepalive, self._keepalive_tick)
         return listener.address
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        """Bind the server to the running loop: on the first ``listen`` or the first
+        connection handed over by another transport (WebSocket, HTTP-RPC, ASGI)."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        if self._stopped is None:
+            self._stopped = loop.create_future()
+        if self.keepalive and self._keepalive_timer is None and not self._shutting_down:
+            self._keepalive_timer = loop.call_later(self.keepalive, self._keepalive_tick)
+        return loop
 
     @property
     def address(self) -> Any:
