@@ -160,7 +160,7 @@ def main() -> None:
         f"{args.seconds:g} s steady phase; {C.machine_info()}"
     )
     rounds: List[Dict[str, Dict[str, float]]] = []
-    for r in range(args.rounds):
+    for _ in range(args.rounds):
         rnd: Dict[str, Dict[str, float]] = {}
         for name in names:
             res = run_one(name, args, server_cpu, client_cpu)
