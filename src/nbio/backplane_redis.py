@@ -147,6 +147,7 @@ class RedisBackplane:
         self._closing = False
         self._connected = False  # live: subscribed, registered, publishing
         self._went_live = False
+        self._stop_writer = False
         self._live: Set[bytes] = set()  # channels Redis confirmed on the current connection
         self._confirm: Set[bytes] = set()
         self._confirmed: Optional[asyncio.Future] = None
@@ -442,13 +443,16 @@ class RedisBackplane:
 
     async def _race(self, reader: asyncio.Task, other: asyncio.Future[Any]) -> Any:
         """Await ``other``; raise at once if ``reader`` fails first."""
-        done, _ = await asyncio.wait({reader, other}, return_when=asyncio.FIRST_COMPLETED)
-        if other not in done:
-            other.cancel()
-            try:
-                await other
-            except (asyncio.CancelledError, Exception):
-                pass
+        try:
+            await asyncio.wait({reader, other}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not other.done():
+                # redis-py can swallow a cancellation in flight: the writer also checks a flag
+                self._stop_writer = True
+                self._kick()
+                other.cancel()
+                await asyncio.wait({other}, timeout=self.connect_timeout)
+        if other.cancelled() or not other.done():
             reader.result()  # raises the connection error
             raise ConnectionError("redis backplane: subscriber connection ended")
         return other.result()
@@ -459,6 +463,7 @@ class RedisBackplane:
         stale = self._registered - wanted
         if not wanted and not stale:
             return
+        self._registered |= wanted  # before the await: close() must unregister them
         pipe = client.pipeline(transaction=False)
         for topic in stale:
             pipe.zrem(self._members_key(topic), self.node_id)
@@ -547,7 +552,8 @@ class RedisBackplane:
         ops = self._ops
         wake = self._wake
         assert wake is not None
-        while True:
+        self._stop_writer = False
+        while not self._stop_writer:
             if not ops:
                 wake.clear()
                 await wake.wait()
@@ -598,8 +604,8 @@ class RedisBackplane:
             if topic not in self._table.topics:
                 return  # gone again before we got to it
             await pubsub.subscribe(channel)
+            self._registered.add(topic)  # before the await: close() must unregister it
             await client.zadd(self._members_key(topic), {self.node_id: 0})
-            self._registered.add(topic)
         else:
             if topic in self._table.topics:
                 return  # subscribed again meanwhile
