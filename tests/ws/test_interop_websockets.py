@@ -8,10 +8,11 @@ from typing import Any, AsyncIterator, List
 
 import pytest
 import websockets
-from conftest import Events, make_engine
 
 from nbio.ws import WebSocket, connect, serve
 from nbio.ws.deflate import DeflateConfig
+
+from conftest import Events, make_engine
 
 MESSAGES: List[Any] = [
     "",
@@ -36,9 +37,7 @@ async def fragments(parts: List[str]) -> AsyncIterator[str]:
 
 @pytest.mark.parametrize("compression", ["deflate", None])
 @pytest.mark.parametrize("api", ["async", "callback"])
-async def test_websockets_client_to_nbio_server(
-    engine: str, api: str, compression: Any
-) -> None:
+async def test_websockets_client_to_nbio_server(engine: str, api: str, compression: Any) -> None:
     eng = make_engine(engine)
     handler: Any = echo if api == "async" else Events()
     async with serve(handler, "127.0.0.1", 0, engine=eng, compression=compression) as server:

@@ -65,7 +65,7 @@ class _Handshake:
         # let the HTTP client state machine know the request it is to parse a response for
         head = self.request.request.decode("latin-1").split("\r\n")
         method, target, _ = head[0].split(" ")
-        fields = [tuple(line.split(": ", 1)) for line in head[1:] if line]
+        fields = [(n, v) for n, v in (line.split(": ", 1) for line in head[1:] if line)]
         conn.write(self.http.send_request(method, target, fields))
 
     def on_data(self, conn: Any, data: Any) -> None:
