@@ -36,6 +36,8 @@ from nbio.rpc.sync import SyncClient
 # Transports over the HTTP and WebSocket layers, imported on first use (keeps
 # ``import nbio.rpc`` light): name -> module.
 _LAZY = {
+    "HttpRpcClient": "nbio.rpc.transport_http",
+    "HttpRpcEndpoint": "nbio.rpc.transport_http",
     "WebSocketClient": "nbio.rpc.transport_ws",
     "WebSocketEndpoint": "nbio.rpc.transport_ws",
     "WebSocketRefused": "nbio.rpc.transport_ws",
@@ -64,6 +66,8 @@ __all__ = [
     "ConnectionLost",
     "Context",
     "GzipCoder",
+    "HttpRpcClient",
+    "HttpRpcEndpoint",
     "JsonCodec",
     "LocalBackplane",
     "Message",
