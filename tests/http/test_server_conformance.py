@@ -160,7 +160,7 @@ def test_h11_requests_round_trip(threaded: ThreadedServer, reqs: List[Any]) -> N
     batch = []
     for method, path, headers, chunks, chunked, trailers in reqs:
         body = b"".join(chunks)
-        hs = [("host", "example.test")] + headers
+        hs = [("host", "example.test"), *headers]
         if chunked:
             hs.append(("transfer-encoding", "chunked"))
         else:

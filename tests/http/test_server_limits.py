@@ -74,7 +74,7 @@ async def test_error_after_good_pipelined_request(backend: str) -> None:
 
 async def test_header_timeout_408(backend: str) -> None:
     """Slowloris: a head still incomplete header_timeout s after its first byte gets 408."""
-    async with serving(ok, backend, header_timeout=0.2) as (server, addr):
+    async with serving(ok, backend, header_timeout=0.2) as (_server, addr):
         client = await RawClient.connect(addr)
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
         for i in range(3):     # trickling bytes does not push the deadline back
@@ -104,7 +104,7 @@ async def test_slow_async_handler_is_not_cut_by_keep_alive_timeout(backend: str)
         await gate.wait()
         return Response(b"late")
 
-    async with serving(app, backend, keep_alive_timeout=0.1) as (server, addr):
+    async with serving(app, backend, keep_alive_timeout=0.1) as (_server, addr):
         client = await RawClient.connect(addr)
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         # the idle deadline would have fired several times over while the handler waits
@@ -116,7 +116,7 @@ async def test_slow_async_handler_is_not_cut_by_keep_alive_timeout(backend: str)
 
 
 async def test_eof_mid_request_closes(backend: str) -> None:
-    async with serving(ok, backend) as (server, addr):
+    async with serving(ok, backend) as (_server, addr):
         client = await RawClient.connect(addr)
         client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
         client.writer.write_eof()
