@@ -1,0 +1,241 @@
+"""http_hello: requests/s and server CPU per request of a "Hello, World!" HTTP/1.1 server.
+
+    python bench/http_hello.py [--servers a,b] [--seconds 5] [--warmup 1] [--conns 64]
+
+Servers (one worker each, one at a time, on uvloop, pinned to one core):
+
+* ``nbio-native``   -- :class:`nbio.http.HttpServer` with a plain (sync) handler, native engine;
+* ``nbio-asgi``     -- :class:`nbio.http.asgi.AsgiServer` with a bare ASGI hello app;
+* ``uvicorn``       -- uvicorn (http=httptools, loop=uvloop) with the same ASGI app;
+* ``raw-httptools`` -- a raw uvloop Protocol + httptools parser writing a prebuilt-style
+  response (status line, Content-Type, Content-Length, keep-alive handling): the floor for
+  a Python HTTP/1.1 server on uvloop.
+
+The load generator is ``wrk -t1 -c64`` pinned to the other core. After ``--warmup`` s of
+load, the server's ``utime + stime`` (``/proc/PID/stat``) is read before and after a
+``--seconds`` s wrk run; figures: ``req_per_s`` (wrk), ``user_us_per_req`` and
+``total_us_per_req`` (server CPU over the run / requests wrk completed). Ratios are against
+``raw-httptools`` (CPU per request) and ``uvicorn``. Targets: nbio-native total CPU/request
+<= raw-httptools's; nbio-asgi <= 0.5x uvicorn's.
+
+The last line is ``{"bench": "http_hello", "results": {SERVER: {FIGURE: number}}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as C
+
+BENCH = "http_hello"
+SERVERS = ("nbio-native", "nbio-asgi", "uvicorn", "raw-httptools")
+BODY = b"Hello, World!"
+
+
+# --------------------------------------------------------------------------------------------
+# The servers (run in a child: ``http_hello.py --serve NAME``)
+# --------------------------------------------------------------------------------------------
+
+
+async def hello_asgi(scope, receive, send):  # type: ignore[no-untyped-def]
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+def _ready(port: int) -> None:
+    print(f"READY {port}", flush=True)
+
+
+async def serve_nbio(asgi: bool) -> None:
+    from nbio.engine import Engine
+    from nbio.http import HttpServer, Response
+    from nbio.http.asgi import AsgiServer
+
+    headers = [(b"content-type", b"text/plain")]
+
+    def hello(request):  # type: ignore[no-untyped-def]
+        return Response(BODY, headers=headers)
+
+    server = AsgiServer(hello_asgi, lifespan="off") if asgi else HttpServer(hello)
+    engine = Engine(backend="native")
+    listener = engine.listen(server, "127.0.0.1", 0)
+    _ready(listener.address[1])
+    await asyncio.Event().wait()
+
+
+async def serve_raw_httptools() -> None:
+    import httptools
+
+    class Proto(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.parser = httptools.HttpRequestParser(self)
+            self.transport: asyncio.Transport | None = None
+
+        def connection_made(self, transport):  # type: ignore[no-untyped-def]
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                assert self.transport is not None
+                self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                                     b"Connection: close\r\n\r\n")
+                self.transport.close()
+
+        def on_url(self, url: bytes) -> None:
+            pass
+
+        def on_message_complete(self) -> None:
+            keep = self.parser.should_keep_alive()
+            head = [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ",
+                    str(len(BODY)).encode(), b"\r\n"]
+            if not keep:
+                head.append(b"Connection: close\r\n")
+            head.append(b"\r\n")
+            head.append(BODY)
+            assert self.transport is not None
+            self.transport.write(b"".join(head))
+            if not keep:
+                self.transport.close()
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Proto, "127.0.0.1", 0)
+    _ready(server.sockets[0].getsockname()[1])
+    await asyncio.Event().wait()
+
+
+def serve_uvicorn() -> None:
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(hello_asgi, loop="uvloop", http="httptools", lifespan="off",
+                            log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    _ready(sock.getsockname()[1])
+    server.run(sockets=[sock])
+
+
+def serve(name: str) -> None:
+    import uvloop
+
+    if name == "uvicorn":
+        serve_uvicorn()
+    elif name == "raw-httptools":
+        uvloop.run(serve_raw_httptools())
+    else:
+        uvloop.run(serve_nbio(name == "nbio-asgi"))
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------
+
+
+def run_wrk(port: int, seconds: float, conns: int, cpu: int | None) -> tuple[float, int, str]:
+    """Run wrk; return (requests/s, requests completed, raw output)."""
+    def pin() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, preexec_fn=pin, timeout=seconds + 30,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    if "Non-2xx" in out or "Socket errors" in out:
+        C.warn(f"wrk reported errors:\n{out}")
+    return rps, total, out
+
+
+def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
+    server_cpu, client_cpu = C.cpu_layout()
+    child = C.Child([sys.executable, os.path.abspath(__file__), "--serve", name],
+                    cpu=server_cpu, env=C.python_env(), name=name)
+    try:
+        port = int(child.expect("READY", 30).split()[0])
+        C.wait_port("127.0.0.1", port)
+        run_wrk(port, args.warmup, args.conns, client_cpu)
+        su0, ss0 = C.cpu_times(child.pid)
+        c0 = os.times()
+        rps, total, _ = run_wrk(port, args.seconds, args.conns, client_cpu)
+        c1 = os.times()
+        su1, ss1 = C.cpu_times(child.pid)
+        if not child.alive():
+            raise RuntimeError(f"{name} died during the run")
+    finally:
+        child.stop()
+    wrk_cpu = (c1.children_user + c1.children_system - c0.children_user - c0.children_system)
+    if wrk_cpu > 0.9 * args.seconds:
+        C.warn(f"{name}: wrk used {100 * wrk_cpu / args.seconds:.0f}% of its core: "
+               "req/s may measure the client")
+    return {
+        "req_per_s": rps,
+        "user_us_per_req": (su1 - su0) / total * 1e6,
+        "total_us_per_req": (su1 - su0 + ss1 - ss0) / total * 1e6,
+        "server_cpu_pct": 100 * (su1 - su0 + ss1 - ss0) / args.seconds,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--serve", help=argparse.SUPPRESS)
+    p.add_argument("--servers", default=",".join(SERVERS))
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--conns", type=int, default=64)
+    args = p.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install -y wrk")
+    C.install_cleanup()
+    print(f"{BENCH}: {C.machine_info()}")
+    print(f"wrk -t1 -c{args.conns}, {args.seconds:g} s after {args.warmup:g} s warm-up; "
+          "one worker per server, uvloop")
+    results: dict[str, dict[str, float]] = {}
+    for name in args.servers.split(","):
+        t = time.monotonic()
+        results[name] = measure(name, args)
+        print(f"  {name}: done in {time.monotonic() - t:.1f} s", flush=True)
+    raw = results.get("raw-httptools", {}).get("total_us_per_req")
+    uvi = results.get("uvicorn", {}).get("total_us_per_req")
+    for r in results.values():
+        if raw:
+            r["cpu_vs_raw_httptools"] = r["total_us_per_req"] / raw
+        if uvi:
+            r["cpu_vs_uvicorn"] = r["total_us_per_req"] / uvi
+    rows = [[n, r["req_per_s"], r["user_us_per_req"], r["total_us_per_req"],
+             r["server_cpu_pct"], r.get("cpu_vs_raw_httptools"), r.get("cpu_vs_uvicorn")]
+            for n, r in results.items()]
+    C.print_table(["server", "req/s", "user us/req", "total us/req", "server cpu %",
+                   "cpu vs raw", "cpu vs uvicorn"], rows)
+    if "nbio-native" in results and raw:
+        ok = results["nbio-native"]["total_us_per_req"] <= raw
+        print(f"target nbio-native <= raw-httptools CPU/request: {'met' if ok else 'NOT met'}")
+    if "nbio-asgi" in results and uvi:
+        ok = results["nbio-asgi"]["total_us_per_req"] <= 0.5 * uvi
+        print(f"target nbio-asgi <= 0.5x uvicorn CPU/request: {'met' if ok else 'NOT met'}")
+    C.emit_json(BENCH, results)
+
+
+if __name__ == "__main__":
+    main()
