@@ -603,9 +603,11 @@ class RedisBackplane:
         if kind == _SUB:
             if topic not in self._table.topics:
                 return  # gone again before we got to it
-            await pubsub.subscribe(channel)
+            # register first: Redis confirming the SUBSCRIBE (what makes a subscription
+            # live) then also means publish_to_one can pick this node
             self._registered.add(topic)  # before the await: close() must unregister it
             await client.zadd(self._members_key(topic), {self.node_id: 0})
+            await pubsub.subscribe(channel)
         else:
             if topic in self._table.topics:
                 return  # subscribed again meanwhile

@@ -152,7 +152,8 @@ async def test_publish_to_one_reaches_exactly_one_subscriber(workers: List[Worke
     await wait_until(lambda: sum(len(b.data()) for b in inboxes) >= 8, 10)
     await flush(pub, "jobs", inboxes)
     assert sorted(d for b in inboxes for d in b.data()) == sorted(jobs)
-    assert sorted(len(b.data()) for b in inboxes) == [2, 2, 2, 2]  # round-robin over both
+    info = [b.data() for b in inboxes], [await stats(p) for p in pub]
+    assert sorted(len(b.data()) for b in inboxes) == [2, 2, 2, 2], info  # round-robin over both
     await close_all(subs + pub)
 
 
