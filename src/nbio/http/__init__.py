@@ -6,6 +6,7 @@ the ASGI 3 adapter :mod:`nbio.http.asgi`, the client :mod:`nbio.http.client`.
 
 from __future__ import annotations
 
+from nbio.http.client import ClientResponse, HttpClient, TooManyRedirects
 from nbio.http.server import (
     FileResponse,
     HttpRequest,
@@ -16,6 +17,9 @@ from nbio.http.server import (
 )
 
 __all__ = [
+    "ClientResponse",
+    "HttpClient",
+    "TooManyRedirects",
     "FileResponse",
     "HttpRequest",
     "HttpServer",
