@@ -18,12 +18,12 @@ from nbio.http.server import (
 
 __all__ = [
     "ClientResponse",
-    "HttpClient",
-    "TooManyRedirects",
     "FileResponse",
+    "HttpClient",
     "HttpRequest",
     "HttpServer",
     "Response",
     "StreamingResponse",
+    "TooManyRedirects",
     "UpgradeHandler",
 ]
