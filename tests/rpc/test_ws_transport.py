@@ -424,6 +424,7 @@ def starlette_app(endpoint: WebSocketEndpoint) -> Any:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_asgi_route_in_starlette(backend: str) -> None:
+    pytest.importorskip("starlette")
     client_router = Router()
     client_router.handle("/hello", lambda ctx: "hello " + ctx.bind(str))
     async with asgi_serving(backend, starlette_app) as (server, url, engine):
