@@ -176,3 +176,30 @@ def test_chat_in_two_chromium_pages(demo_process: Any) -> None:
     assert report["names"] == ["alice", "bob"]
     out = _stop(proc)
     assert "stopped after 2 connection(s), 2 message(s)" in out
+
+
+async def test_asgi_example_serves_the_same_chat() -> None:
+    pytest.importorskip("starlette")
+    from examples.chat.asgi_app import app
+
+    from nbio.http.asgi import AsgiServer
+
+    server = await AsgiServer.start(app, "127.0.0.1", 0, lifespan="off")
+    port = server.address[1]
+    got: asyncio.Queue[Any] = asyncio.Queue()
+    router = Router()
+    router.handle("/chat/message", lambda ctx: got.put_nowait(ctx.bind()))
+    client = WebSocketClient(f"ws://127.0.0.1:{port}/rpc", router=router, timeout=5)
+    try:
+        page = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+        )
+        assert b"nbio chat" in page
+        await client.connect()
+        assert (await client.call("/chat/join", "asgi"))["name"] == "asgi"
+        assert await client.call("/chat/send", "via ASGI") == 1
+        assert (await got.get())["text"] == "via ASGI"
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
