@@ -572,6 +572,7 @@ class AsgiServer(HttpServer):
         upgrades.setdefault("*", upgrader)
         super().__init__(_unused_app, upgrades=upgrades, stream_request_body=True,
                          max_body_size=max_body_size, **options)
+        self.fast = False
         self.app_asgi = app
         self.root_path = root_path
         self.ws_max_size = ws_max_size

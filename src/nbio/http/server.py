@@ -194,12 +194,13 @@ class HttpRequest:
         "trailers",
     )
 
-    def __init__(self, head: Request, session: Optional[_Session] = None) -> None:
+    def __init__(self, head: Request, session: Optional[_Session] = None,
+                 complete: bool = False) -> None:
         self.head = head
         self._session = session
         self._chunks: List[bytes] = []
         self._size = 0
-        self._complete = False
+        self._complete = complete
         self._waiter: Optional[asyncio.Future[None]] = None
         self._error: Optional[BaseException] = None
         self.trailers: Tuple[Tuple[bytes, bytes], ...] = ()
@@ -408,7 +409,12 @@ class _Session:
     def feed(self, data: Any) -> None:
         h1 = self.h1
         events = h1.receive_data(data)
-        if events:
+        if len(events) == 2 and not self.busy and type(events[1]) is EndOfMessage:
+            head = events[0]
+            if type(head) is Request and head.upgrade is None and self.fast_path(head, events[1]):
+                return
+            self.process(events)
+        elif events:
             self.process(events)
         if self.conn is None:
             return
@@ -456,6 +462,52 @@ class _Session:
                     return
         finally:
             self.in_process = False
+
+    def fast_path(self, head: Request, eom: EndOfMessage) -> bool:
+        """A whole bodiless request with nothing in progress, for a plain handler that
+        returns a Response: answered without the general machinery. False if the request
+        must go the general way (which it then does from scratch)."""
+        server = self.server
+        if server.fast is False:
+            return False
+        if self.head_since:
+            server._unwatch_head(self)
+        req = HttpRequest(head, self, True)
+        if eom.trailers:
+            req.trailers = eom.trailers
+        self.current = req
+        self.busy = True
+        try:
+            resp: Any = server.app(req)
+        except Exception as exc:
+            self._failed(exc)
+            self._next()
+            return True
+        if type(resp) is Response and not server.draining:
+            try:
+                data = self.h1.respond(resp.status, resp.headers, resp.body)
+            except ValueError as exc:
+                self._failed(exc)
+                return True
+            self.conn.write(data)
+            self.busy = False
+            self.current = None
+            if self.h1.must_close:
+                self.conn.close()
+            elif self.h1.holding or self.declined:
+                self._next()
+            else:
+                self.h1.resume()
+            return True
+        # anything else: go on as dispatch() would with this result
+        req._dispatched = True
+        self._handle_result(resp)
+        self._next()
+        return True
+
+    def _next(self) -> None:
+        if not self.busy and self.conn is not None and not self.h1.must_close:
+            self.process([])
 
     def on_request(self, head: Request) -> None:
         if self.head_since:
@@ -533,6 +585,9 @@ class _Session:
         except Exception as exc:
             self._failed(exc)
             return
+        self._handle_result(result)
+
+    def _handle_result(self, result: Any) -> None:
         if type(result) is Response:
             self.send(result)
         elif isinstance(result, (StreamingResponse, FileResponse, Response)):
@@ -777,6 +832,8 @@ class HttpServer(Handler):
         self.header_timeout = header_timeout
         self.keep_alive_timeout = keep_alive_timeout
         self.stream_request_body = stream_request_body
+        #: plain-function apps answer bodiless requests on a shortcut (False: never)
+        self.fast: Optional[bool] = None
         self.draining = False
         self.sessions: Set[_Session] = set()
         self._heads: Dict[_Session, float] = {}
