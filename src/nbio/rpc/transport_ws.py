@@ -30,7 +30,17 @@ import asyncio
 import logging
 import struct
 from collections import deque
-from typing import Any, Awaitable, Callable, Deque, Iterable, List, MutableMapping, Optional
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Deque,
+    Iterable,
+    List,
+    MutableMapping,
+    Optional,
+    Sequence,
+)
 from urllib.parse import urlsplit
 
 from nbio.errors import ConnectionClosed, DeadlineExceeded, ProtocolError
@@ -52,7 +62,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-def split_frames(data: Any) -> Iterable[Any]:
+def split_frames(data: Any) -> Sequence[Any]:
     """The arpc frames in ``data`` (one or more whole frames, as written by a Peer)."""
     n = len(data)
     if n >= HEADER_SIZE and _U32.unpack_from(data)[0] + HEADER_SIZE == n:
@@ -108,6 +118,17 @@ class WsConn(_FrameConn):
 
     def _send(self, frame: Any) -> None:
         self.ws.send(frame)
+
+    def write(self, data: Any) -> None:
+        frames = split_frames(data)
+        if len(frames) == 1:
+            self.ws.send(data)
+            return
+        # answers batched during one read: one message per frame, one write for all
+        ws = self.ws
+        if not ws.open:
+            raise ConnectionClosed(ws.close_code, ws.close_reason or "connection closed")
+        ws.send_frame(b"".join([ws.encode_message(f) for f in frames]))
 
     @property
     def closing(self) -> bool:
