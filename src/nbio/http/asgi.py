@@ -47,6 +47,8 @@ _ASGI_WS = {"version": "3.0", "spec_version": "2.4"}
 _EXTENSIONS: Dict[str, Any] = {"http.response.trailers": {}, "http.response.pathsend": {}}
 _DISCONNECT = {"type": "http.disconnect"}
 _VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH",
+                                    "OPTIONS")}
 
 
 def _path(raw: bytes) -> str:
@@ -207,6 +209,18 @@ class _AsgiSession(_Session):
         self.client: Any = None
         self.local: Any = None
 
+    def fast_path(self, head: Any, eom: Any) -> bool:
+        """A whole bodiless request with nothing in progress: straight to the app."""
+        if self.head_since:
+            self.server._unwatch_head(self)
+        req = HttpRequest(head, self, True)
+        if eom.trailers:
+            req.trailers = eom.trailers
+        self.current = req
+        self.busy = True
+        self.dispatch(req)
+        return True
+
     def dispatch(self, req: HttpRequest) -> None:
         req._dispatched = True
         server: AsgiServer = self.server  # type: ignore[assignment]
@@ -219,7 +233,7 @@ class _AsgiSession(_Session):
             "type": "http",
             "asgi": _ASGI,
             "http_version": _VERSIONS.get(head.http_version, "1.1"),
-            "method": head.method.decode("ascii"),
+            "method": _METHODS.get(head.method) or head.method.decode("ascii"),
             "scheme": "http",
             "path": _path(raw_path),
             "raw_path": raw_path,
@@ -236,14 +250,14 @@ class _AsgiSession(_Session):
         self.conn.set_idle_timeout(None)
         task = asyncio.get_running_loop().create_task(self._run_app(scope, cycle))
         self.task = task
-        server.tasks.add(task)
-        task.add_done_callback(server.tasks.discard)
+        server.tasks.add(task)  # _run_app removes it
 
     async def _run_app(self, scope: Scope, cycle: _Cycle) -> None:
         server: AsgiServer = self.server  # type: ignore[assignment]
         try:
             await server.app_asgi(scope, cycle.receive, cycle.send)
         except BaseException as exc:
+            server.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
             if isinstance(exc, asyncio.CancelledError):
                 self._task_done(cycle)
                 raise
@@ -260,6 +274,7 @@ class _AsgiSession(_Session):
             elif not cycle.done:
                 logger.error("nbio.http: ASGI app returned before its response was complete")
                 self._abort()
+        server.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
         self._task_done(cycle)
 
     def _task_done(self, cycle: _Cycle) -> None:
@@ -572,7 +587,6 @@ class AsgiServer(HttpServer):
         upgrades.setdefault("*", upgrader)
         super().__init__(_unused_app, upgrades=upgrades, stream_request_body=True,
                          max_body_size=max_body_size, **options)
-        self.fast = False
         self.app_asgi = app
         self.root_path = root_path
         self.ws_max_size = ws_max_size
