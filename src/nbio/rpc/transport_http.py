@@ -32,15 +32,22 @@ from typing import (
     List,
     MutableMapping,
     Optional,
-    Set,
     Tuple,
     Union,
 )
 from urllib.parse import urlsplit
 
-from nbio.engine import Engine, Handler, get_engine
-from nbio.errors import ConnectionLost, NotConnected, ProtocolError, RpcError, RpcTimeout
-from nbio.http.h1 import ClientConnection, Data, EndOfMessage, Response
+from nbio.engine import Engine
+from nbio.errors import (
+    ConnectionClosed,
+    ConnectionLost,
+    DeadlineExceeded,
+    NotConnected,
+    ProtocolError,
+    RpcError,
+    RpcTimeout,
+)
+from nbio.http.client import HttpClient
 from nbio.http.server import HttpRequest
 from nbio.http.server import Response as HttpResponse
 from nbio.rpc.client import FIRST_SEQ, Peer
@@ -68,6 +75,7 @@ logger = logging.getLogger("nbio.rpc")
 _U32 = struct.Struct("<I")
 _CONTENT_TYPE = b"application/octet-stream"
 _ACCEPTED = (CMD_REQUEST, CMD_NOTIFY, CMD_PING)
+_POST_HEADERS = [(b"content-type", _CONTENT_TYPE)]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -289,74 +297,14 @@ async def _asgi_send(
 # -- the client ---------------------------------------------------------------------------------
 
 
-class _Exchange(Handler):
-    """One keep-alive HTTP/1.1 client connection (engine handler), one request at a time."""
-
-    def __init__(self, max_body: int) -> None:
-        self.h1 = ClientConnection(max_body_size=max_body)
-        self.conn: Any = None
-        self.future: Optional[asyncio.Future[Outcome]] = None
-        self.status = 0
-        self.chunks: List[bytes] = []
-
-    def on_open(self, conn: Any) -> None:
-        self.conn = conn
-
-    def on_data(self, conn: Any, data: Any) -> None:
-        self._events(self.h1.receive_data(data))
-
-    def on_close(self, conn: Any, exc: Optional[BaseException]) -> None:
-        self.conn = None
-        fut = self.future
-        if fut is not None and not fut.done():
-            self._events(self.h1.receive_eof())
-            if not fut.done():
-                fut.set_exception(
-                    ConnectionLost(
-                        f"connection lost: {exc}" if exc else "connection closed before the answer"
-                    )
-                )
-
-    def _events(self, events: List[Any]) -> None:
-        fut = self.future
-        for ev in events:
-            if fut is None or fut.done():
-                return
-            t = type(ev)
-            if t is Response:
-                if ev.status >= 200:
-                    self.status = ev.status
-            elif t is Data:
-                self.chunks.append(bytes(ev.data))
-            elif t is EndOfMessage:
-                fut.set_result((self.status, b"".join(self.chunks)))
-            elif isinstance(ev, Exception):
-                fut.set_exception(ProtocolError(f"invalid HTTP response: {ev}"))
-                if self.conn is not None:
-                    self.conn.abort()
-
-    async def request(
-        self, loop: asyncio.AbstractEventLoop, head: List[Any], target: bytes, body: bytes
-    ) -> Outcome:
-        self.status = 0
-        self.chunks = []
-        fut: asyncio.Future[Outcome] = loop.create_future()
-        self.future = fut
-        self.conn.write(self.h1.send_request(b"POST", target, head, body))
-        try:
-            return await fut
-        finally:
-            self.future = None
-
-
 class HttpRpcClient:
     """Call an :class:`HttpRpcEndpoint` (or arpc's HTTP handler) at ``url``
     (``http://host[:port]/path``): each call or notify is one POST of one frame.
 
     Options: ``codec`` (JSON by default), ``coders`` (e.g. ``[GzipCoder()]``),
-    ``timeout`` (default per call, None waits), ``connect_timeout``, ``max_body_len``,
-    ``engine``. Connections are kept alive and reused (several at once for concurrent
-    calls). Errors: :class:`~nbio.errors.RpcError` (remote error or a non-200 status),
+    ``timeout`` (default per call, None waits), ``connect_timeout``,
+    ``max_connections`` (kept-alive connections used at once), ``max_body_len``,
+    ``engine``. Requests go through :class:`nbio.http.client.HttpClient`. Errors: :class:`~nbio.errors.RpcError` (remote error or a non-200 status),
     :class:`~nbio.errors.RpcTimeout`, :class:`~nbio.errors.ConnectionLost`.
     """
 
@@ -368,6 +316,7 @@ class HttpRpcClient:
         coders: Iterable[Any] = (),
         timeout: Optional[float] = None,
         connect_timeout: Optional[float] = 10.0,
+        max_connections: int = 16,
         max_body_len: int = DEFAULT_MAX_BODY_LEN,
         engine: Optional[Engine] = None,
     ) -> None:
@@ -375,24 +324,18 @@ class HttpRpcClient:
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"not an http:// URL: {url!r}")
         self.url = url
-        self.host = parts.hostname
-        self.port = parts.port or 80
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        self._target = target.encode("latin-1")
-        hosthdr = f"[{self.host}]" if ":" in self.host else self.host
-        if self.port != 80:
-            hosthdr += f":{self.port}"
-        self._head = [(b"host", hosthdr.encode("idna")), (b"content-type", _CONTENT_TYPE)]
         self.codec = codec
         self.coders = tuple(coders)
         self.timeout = timeout
-        self.connect_timeout = connect_timeout
         self.max_body_len = max_body_len
-        self._engine = engine
-        self._idle: List[_Exchange] = []
-        self._busy: Set[_Exchange] = set()
+        self._http = HttpClient(
+            max_connections=max_connections,
+            connect_timeout=connect_timeout,
+            read_timeout=None,
+            follow_redirects=False,
+            max_body_size=max_body_len + HEADER_SIZE,
+            engine=engine,
+        )
         self._seq = FIRST_SEQ
         self._closed = False
 
@@ -406,33 +349,13 @@ class HttpRpcClient:
             raise NotConnected("client is closed")
         if self.coders:
             frame = encode_frame(frame, self.coders)
-        loop = asyncio.get_running_loop()
-        ex = None
-        while self._idle:
-            ex = self._idle.pop()
-            if ex.conn is not None and not ex.conn.closing:
-                break
-            ex = None
-        if ex is None:
-            engine = self._engine or get_engine()
-            self._engine = engine
-            ex = _Exchange(self.max_body_len + HEADER_SIZE)
-            try:
-                await engine.dial(ex, self.host, self.port, timeout=self.connect_timeout)
-            except (OSError, TimeoutError) as exc:
-                raise ConnectionLost(f"cannot connect to {self.url}: {exc}") from exc
-        self._busy.add(ex)
-        ok = False
         try:
-            outcome = await ex.request(loop, self._head, self._target, frame)
-            ok = True
-        finally:
-            self._busy.discard(ex)
-            if ok and ex.h1.reusable and ex.conn is not None and not self._closed:
-                self._idle.append(ex)
-            elif ex.conn is not None:
-                ex.conn.close()
-        return outcome
+            resp = await self._http.post(self.url, body=frame, headers=_POST_HEADERS)
+        except DeadlineExceeded as exc:
+            raise ConnectionLost(f"cannot reach {self.url}: {exc}") from exc
+        except (OSError, ConnectionClosed) as exc:
+            raise ConnectionLost(f"HTTP-RPC request to {self.url} failed: {exc}") from exc
+        return resp.status, resp.content
 
     async def _exchange(self, frame: bytes, method: str, timeout: Optional[float]) -> Outcome:
         if timeout is None:
@@ -489,10 +412,7 @@ class HttpRpcClient:
     async def close(self) -> None:
         """Close the kept-alive connections."""
         self._closed = True
-        for ex in self._idle + list(self._busy):
-            if ex.conn is not None:
-                ex.conn.close()
-        self._idle.clear()
+        await self._http.close()
 
     async def __aenter__(self) -> HttpRpcClient:
         return self
