@@ -142,8 +142,7 @@ async def serve_worker(args: argparse.Namespace, announce: bool) -> None:
     engine = Engine(backend=args.backend)
     if args.worker_fd is not None:  # a socket inherited from the master (Unix socket)
         sock = socket.socket(fileno=args.worker_fd)
-        sock.setblocking(False)
-        listener = engine._impl.add_listener(sock, server, sock.family == socket.AF_UNIX)
+        listener = engine.listen(server, sock=sock)
     elif args.uds:
         listener = engine.listen(server, path=args.uds)
     else:

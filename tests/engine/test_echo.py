@@ -169,3 +169,19 @@ async def test_set_handler_hands_the_connection_over(engine: str) -> None:
         assert await reader.readexactly(3) == b"ABC"
         writer.close()
         await writer.wait_closed()
+
+
+async def test_listen_on_an_existing_socket(engine: str) -> None:
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    async with make_engine(engine) as eng:
+        lst = eng.listen(Recorder(echo=True), sock=sock)
+        assert lst.address == sock.getsockname()
+        reader, writer = await asyncio.open_connection(*lst.address)
+        writer.write(b"inherited")
+        assert await reader.readexactly(9) == b"inherited"
+        writer.close()
+        await writer.wait_closed()

@@ -197,9 +197,12 @@ class Engine:
         backlog: Optional[int] = None,
         ssl: Optional[_ssl.SSLContext] = None,
         ssl_handshake_timeout: float = 10.0,
+        sock: Optional[socket.socket] = None,
     ) -> Listener:
         """Listen on TCP ``host:port`` (port 0 picks a free one) or on the Unix socket
-        ``path``, serving every accepted connection with ``handler``.
+        ``path``, serving every accepted connection with ``handler``. ``sock`` serves an
+        already bound and listening socket instead (e.g. one inherited from a parent
+        process); the engine takes it over.
 
         With ``ssl`` (a server :class:`ssl.SSLContext`) connections are TLS: the handler
         sees :class:`~nbio.engine.tls.TLSConn` objects once the handshake is done; a
@@ -210,12 +213,17 @@ class Engine:
             handler = TLSLayer(
                 handler, ssl, server_side=True, handshake_timeout=ssl_handshake_timeout
             )
-        sock = _sockets.listen_socket(
-            host, port, path, backlog or self.backlog,
-            self.reuse_port if reuse_port is None else reuse_port,
-        )
+        if sock is None:
+            sock = _sockets.listen_socket(
+                host, port, path, backlog or self.backlog,
+                self.reuse_port if reuse_port is None else reuse_port,
+            )
+            is_unix = path is not None
+        else:
+            sock.setblocking(False)
+            is_unix = sock.family == socket.AF_UNIX
         try:
-            return self._impl.add_listener(sock, handler, path is not None)
+            return self._impl.add_listener(sock, handler, is_unix)
         except BaseException:
             sock.close()
             raise
