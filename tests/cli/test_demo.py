@@ -1,14 +1,17 @@
-"""``nbio demo`` as a real process: it listens, echoes, and stops cleanly on SIGINT."""
+"""``nbio demo`` as a real process: it serves the chat page, and stops cleanly on SIGINT.
+
+The chat itself (two browsers exchanging messages) is tested in tests/e2e/test_chat_demo.py.
+"""
 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
+import urllib.request
 
 
-def test_demo_serves_echo_and_stops_on_sigint() -> None:
+def test_demo_serves_the_chat_page_and_stops_on_sigint() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "nbio", "demo", "--port", "0"],
         stdout=subprocess.PIPE,
@@ -18,17 +21,15 @@ def test_demo_serves_echo_and_stops_on_sigint() -> None:
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
-        assert "listening on 127.0.0.1:" in first, first
+        assert "chat listening on 127.0.0.1:" in first, first
         port = int(first.split("127.0.0.1:")[1].split()[0])
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            f = s.makefile("rb")
-            assert b"nbio echo demo" in f.readline()
-            s.sendall(b"hello nbio\n")
-            assert f.readline() == b"hello nbio\n"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+            assert resp.status == 200
+            assert b"nbio chat" in resp.read()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
         assert proc.returncode == 0, err
-        assert "stopped after 1 connection(s)" in out
+        assert "stopped after 0 connection(s), 0 message(s)" in out
     finally:
         if proc.poll() is None:
             proc.kill()
