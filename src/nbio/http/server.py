@@ -36,7 +36,6 @@ import os
 from typing import (
     Any,
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Dict,
@@ -52,6 +51,8 @@ from typing import (
 
 from nbio.engine import Handler
 from nbio.errors import ConnectionClosed, HTTPProtocolError
+from nbio.http._server import HttpRequest, Response, SessionCore, make_headers
+from nbio.http._server import on_data as _on_data
 from nbio.http.h1 import Data, EndOfMessage, Request, ServerConnection, refresh_date
 
 __all__ = [
@@ -69,47 +70,12 @@ HeaderPart = Union[bytes, str]
 HeaderList = List[Tuple[HeaderPart, Union[bytes, str, int]]]
 HeadersArg = Optional[Iterable[Tuple[HeaderPart, Union[bytes, str, int]]]]
 
-_CONTENT_TYPE = b"content-type"
 _CLOSE = (b"connection", b"close")
-_STREAM_HIGH_WATER = 65536  # streamed request body bytes buffered before reading pauses
 
 
 # ---------------------------------------------------------------------------------------------
 # Responses
 # ---------------------------------------------------------------------------------------------
-
-
-def _headers(headers: HeadersArg, content_type: Optional[HeaderPart]) -> HeaderList:
-    out: HeaderList = list(headers) if headers else []
-    if content_type is not None:
-        out.append((_CONTENT_TYPE, content_type))
-    return out
-
-
-class Response:
-    """A complete response: ``body`` (bytes; a str is UTF-8 encoded and defaults the
-    content type to ``text/plain; charset=utf-8``), ``status`` and ``headers`` (pairs of
-    str or bytes). Content-Length is added; Date comes from the server's cache."""
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(
-        self,
-        body: Union[bytes, str] = b"",
-        status: int = 200,
-        headers: HeadersArg = None,
-        content_type: Optional[HeaderPart] = None,
-    ) -> None:
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-            if content_type is None:
-                content_type = b"text/plain; charset=utf-8"
-        self.status = status
-        self.headers = _headers(headers, content_type)
-        self.body = body
-
-    def __repr__(self) -> str:
-        return f"<Response {self.status} {len(self.body)} bytes>"
 
 
 BodyChunks = Union[AsyncIterable[Union[bytes, str]], Iterable[Union[bytes, str]]]
@@ -133,7 +99,7 @@ class StreamingResponse:
         trailers: Trailers = None,
     ) -> None:
         self.status = status
-        self.headers = _headers(headers, content_type)
+        self.headers = make_headers(headers, content_type)
         self.content = content
         self.trailers = trailers
 
@@ -159,7 +125,7 @@ class FileResponse:
         self.file: Any = open(path, "rb", buffering=0)
         self.size = os.fstat(self.file.fileno()).st_size
         self.status = status
-        self.headers = _headers(headers, content_type)
+        self.headers = make_headers(headers, content_type)
         self.headers.append((b"content-length", self.size))
 
 
@@ -168,225 +134,18 @@ App = Callable[["HttpRequest"], Union[AnyResponse, Awaitable[AnyResponse]]]
 
 
 # ---------------------------------------------------------------------------------------------
-# Requests
-# ---------------------------------------------------------------------------------------------
-
-
-class HttpRequest:
-    """A request as the application sees it.
-
-    Head attributes are those of :class:`nbio.http.h1.Request` (``method``, ``target``,
-    ``path``, ``query``, ``http_version``: bytes; ``headers``: list of (lowercased name,
-    value) bytes pairs; ``get_header(name)``), the parsed head itself is ``head``. The body:
-    ``body`` (bytes, when complete), ``await read()``, ``async for chunk in stream()``;
-    ``trailers`` once the body is complete."""
-
-    __slots__ = (
-        "_chunks",
-        "_complete",
-        "_consumed",
-        "_dispatched",
-        "_error",
-        "_session",
-        "_size",
-        "_waiter",
-        "head",
-        "trailers",
-    )
-
-    def __init__(self, head: Request, session: Optional[_Session] = None,
-                 complete: bool = False) -> None:
-        self.head = head
-        self._session = session
-        self._chunks: List[bytes] = []
-        self._size = 0
-        self._complete = complete
-        self._waiter: Optional[asyncio.Future[None]] = None
-        self._error: Optional[BaseException] = None
-        self.trailers: Tuple[Tuple[bytes, bytes], ...] = ()
-        self._dispatched = False
-        self._consumed = False
-
-    # -- head -------------------------------------------------------------------------------
-
-    @property
-    def method(self) -> bytes:
-        return self.head.method
-
-    @property
-    def target(self) -> bytes:
-        return self.head.target
-
-    @property
-    def path(self) -> bytes:
-        return self.head.path
-
-    @property
-    def query(self) -> bytes:
-        return self.head.query
-
-    @property
-    def http_version(self) -> bytes:
-        return self.head.http_version
-
-    @property
-    def headers(self) -> List[Tuple[bytes, bytes]]:
-        return self.head.headers
-
-    @property
-    def keep_alive(self) -> bool:
-        return self.head.keep_alive
-
-    @property
-    def upgrade(self) -> Optional[bytes]:
-        return self.head.upgrade
-
-    @property
-    def content_length(self) -> Optional[int]:
-        return self.head.content_length
-
-    @property
-    def chunked(self) -> bool:
-        return self.head.chunked
-
-    @property
-    def expect_continue(self) -> bool:
-        return self.head.expect_continue
-
-    def get_header(self, name: HeaderPart, default: Optional[bytes] = None) -> Optional[bytes]:
-        """First value of header ``name`` (case-insensitive), or ``default``."""
-        return self.head.get_header(name, default)
-
-    @property
-    def conn(self) -> Any:
-        """The engine connection (None once the request is detached from it)."""
-        s = self._session
-        return s.conn if s is not None else None
-
-    @property
-    def client(self) -> Any:
-        """The peer's address."""
-        c = self.conn
-        return c.remote_address if c is not None else None
-
-    def __repr__(self) -> str:
-        return f"<HttpRequest {self.head.method!r} {self.head.target!r}>"
-
-    # -- body -------------------------------------------------------------------------------
-
-    @property
-    def complete(self) -> bool:
-        """True once the whole body has arrived."""
-        return self._complete
-
-    @property
-    def body(self) -> bytes:
-        """The whole body (``b""`` when there is none); only once it is complete."""
-        if not self._complete:
-            raise RuntimeError("the body has not fully arrived: use await request.read()")
-        chunks = self._chunks
-        if len(chunks) == 1:
-            return chunks[0]
-        data = b"".join(chunks)
-        self._chunks = [data] if data else []
-        return data
-
-    async def read(self) -> bytes:
-        """The whole body, waiting for it."""
-        while not self._complete:
-            await self._wait()
-        return self.body
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        """The body, chunk by chunk as it arrives (once)."""
-        if self._consumed:
-            raise RuntimeError("the body was already streamed")
-        self._consumed = True
-        while True:
-            if self._chunks:
-                chunks, self._chunks, self._size = self._chunks, [], 0
-                self._resume_input()
-                for chunk in chunks:
-                    yield chunk
-            elif self._complete:
-                return
-            else:
-                await self._wait()
-
-    def _wait(self) -> Awaitable[None]:
-        if self._error is not None:
-            raise self._error
-        session = self._session
-        if session is None or session.conn is None:
-            raise ConnectionClosed(None, "connection closed before the body arrived")
-        session.send_continue()
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-        return waiter
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _feed(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self._size += len(chunk)
-        self._wake()
-        session = self._session
-        if (self._dispatched and self._size > _STREAM_HIGH_WATER and session is not None
-                and session.conn is not None):
-            session.pause_input()
-
-    def _end(self, trailers: Tuple[Tuple[bytes, bytes], ...]) -> None:
-        self._complete = True
-        self.trailers = trailers
-        self._wake()
-
-    def _fail(self, exc: BaseException) -> None:
-        self._error = exc
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_exception(exc)
-                waiter.exception()  # retrieved: nobody may be waiting
-
-    def _resume_input(self) -> None:
-        session = self._session
-        if session is not None and session.input_paused:
-            session.resume_input()
-
-
-# ---------------------------------------------------------------------------------------------
 # Per-connection state
 # ---------------------------------------------------------------------------------------------
 
 
-class _Session:
-    """The HTTP state of one connection (``conn.session``)."""
+class _Session(SessionCore):
+    """The HTTP state of one connection (``conn.session``); the per-request shortcut
+    (``feed``, ``fast_path``) is compiled, in :class:`nbio.http._server.SessionCore`."""
 
-    __slots__ = (
-        "busy",
-        "conn",
-        "current",
-        "declined",
-        "h1",
-        "head_since",
-        "in_process",
-        "input_paused",
-        "rx",
-        "server",
-        "started",
-        "task",
-    )
+    __slots__ = ()
 
     def __init__(self, server: HttpServer, conn: Any) -> None:
-        self.server = server
-        self.conn: Any = conn
+        super().__init__(server, conn)
         self.h1 = ServerConnection(
             max_header_bytes=server.max_header_bytes,
             max_header_count=server.max_header_count,
@@ -394,36 +153,8 @@ class _Session:
             max_request_line=server.max_request_line,
             pause_after_message=True,
         )
-        self.rx: Optional[HttpRequest] = None       # request whose body is arriving
-        self.current: Optional[HttpRequest] = None  # request being answered
-        self.busy = False         # a request is being answered
-        self.started = False      # its response head is written
-        self.task: Optional[asyncio.Task[None]] = None
-        self.head_since = 0.0     # when the head in progress began (0: none tracked)
-        self.in_process = False
-        self.input_paused = False
-        self.declined = False     # an upgrade answered normally: go on in HTTP/1.1 after it
 
     # -- input ------------------------------------------------------------------------------
-
-    def feed(self, data: Any) -> None:
-        h1 = self.h1
-        events = h1.receive_data(data)
-        if len(events) == 2 and not self.busy and type(events[1]) is EndOfMessage:
-            head = events[0]
-            if type(head) is Request and head.upgrade is None and self.fast_path(head, events[1]):
-                return
-            self.process(events)
-        elif events:
-            self.process(events)
-        if self.conn is None:
-            return
-        if h1.receiving_head:
-            if not self.head_since:
-                self.server._watch_head(self)
-        if self.busy and not self.input_paused and h1.holding:
-            # a pipelined request is waiting behind the one being answered
-            self.pause_input()
 
     def process(self, events: List[Any]) -> None:
         """Handle the events of (at most) one request, then of the held ones as long as
@@ -462,48 +193,6 @@ class _Session:
                     return
         finally:
             self.in_process = False
-
-    def fast_path(self, head: Request, eom: EndOfMessage) -> bool:
-        """A whole bodiless request with nothing in progress, for a plain handler that
-        returns a Response: answered without the general machinery. False if the request
-        must go the general way (which it then does from scratch)."""
-        server = self.server
-        if server.fast is False:
-            return False
-        if self.head_since:
-            server._unwatch_head(self)
-        req = HttpRequest(head, self, True)
-        if eom.trailers:
-            req.trailers = eom.trailers
-        self.current = req
-        self.busy = True
-        try:
-            resp: Any = server.app(req)
-        except Exception as exc:
-            self._failed(exc)
-            self._next()
-            return True
-        if type(resp) is Response and not server.draining:
-            try:
-                data = self.h1.respond(resp.status, resp.headers, resp.body)
-            except ValueError as exc:
-                self._failed(exc)
-                return True
-            self.conn.write(data)
-            self.busy = False
-            self.current = None
-            if self.h1.must_close:
-                self.conn.close()
-            elif self.h1.holding or self.declined:
-                self._next()
-            else:
-                self.h1.resume()
-            return True
-        # anything else: go on as dispatch() would with this result
-        req._dispatched = True
-        self._handle_result(resp)
-        self._next()
-        return True
 
     def _next(self) -> None:
         if not self.busy and self.conn is not None and not self.h1.must_close:
@@ -854,8 +543,7 @@ class HttpServer(Handler):
         if self._timer is None:
             self._start_timer()
 
-    def on_data(self, conn: Any, data: Any) -> None:
-        conn.session.feed(data)
+    on_data = _on_data  # conn.session.feed(data), compiled
 
     def on_eof(self, conn: Any) -> bool:
         session: _Session = conn.session
