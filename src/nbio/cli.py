@@ -15,6 +15,7 @@ import inspect
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -53,6 +54,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--graceful-timeout", type=float, default=30.0,
                    help="seconds to let in-flight requests finish on SIGTERM/SIGINT")
     p.add_argument("--keep-alive", type=float, default=5.0, help="idle keep-alive timeout")
+    p.add_argument("--ssl-certfile", default=None, help="serve https: certificate chain (PEM)")
+    p.add_argument("--ssl-keyfile", default=None, help="its private key (PEM)")
     p.add_argument("--app-dir", default=".", help="put this directory on sys.path")
     # internal: set by the master for its workers
     p.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)
@@ -88,6 +91,7 @@ async def serve_worker(args: argparse.Namespace, announce: bool) -> None:
     from .http.asgi import AsgiServer
     from .http.server import HttpServer
 
+    ssl = server_ssl_context(args)
     app = import_app(args.app, args.app_dir)
     server: HttpServer
     if _is_asgi(app, args.interface):
@@ -98,11 +102,11 @@ async def serve_worker(args: argparse.Namespace, announce: bool) -> None:
     engine = Engine(backend=args.backend)
     if args.worker_fd is not None:  # a socket inherited from the master (Unix socket)
         sock = socket.socket(fileno=args.worker_fd)
-        listener = engine.listen(server, sock=sock)
+        listener = engine.listen(server, sock=sock, ssl=ssl)
     elif args.uds:
-        listener = engine.listen(server, path=args.uds)
+        listener = engine.listen(server, path=args.uds, ssl=ssl)
     else:
-        listener = engine.listen(server, args.host, args.port, reuse_port=True)
+        listener = engine.listen(server, args.host, args.port, reuse_port=True, ssl=ssl)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -122,6 +126,18 @@ async def serve_worker(args: argparse.Namespace, announce: bool) -> None:
         await server.shutdown()
 
 
+def server_ssl_context(args: argparse.Namespace) -> Optional[ssl.SSLContext]:
+    """The TLS context of ``--ssl-certfile``/``--ssl-keyfile`` (ALPN ``http/1.1``), or None."""
+    if not args.ssl_certfile:
+        if args.ssl_keyfile:
+            raise SystemExit("nbio serve: --ssl-keyfile needs --ssl-certfile")
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
 def _die_with_master() -> None:
     """A worker gets SIGTERM when its master dies (Linux), so none is left behind."""
     try:
@@ -139,7 +155,8 @@ def _where(args: argparse.Namespace, address: Any) -> str:
     if args.uds:
         return f"unix:{args.uds}"
     host, port = address[:2]
-    return f"http://{host}:{port}"
+    scheme = "https" if args.ssl_certfile else "http"
+    return f"{scheme}://{host}:{port}"
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -167,6 +184,10 @@ class Master:
                 "--keep-alive", str(a.keep_alive), "--app-dir", os.path.abspath(a.app_dir)]
         if a.backend:
             argv += ["--backend", a.backend]
+        if a.ssl_certfile:
+            argv += ["--ssl-certfile", os.path.abspath(a.ssl_certfile)]
+            if a.ssl_keyfile:
+                argv += ["--ssl-keyfile", os.path.abspath(a.ssl_keyfile)]
         if a.uds:
             argv += ["--uds", a.uds, "--worker-fd", str(self.sock.fileno())]  # type: ignore
         else:
@@ -215,13 +236,15 @@ class Master:
 
     def run(self) -> int:
         a = self.args
+        server_ssl_context(a)  # bad certificate files fail here, not in every worker
         self._reserve()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
         for i in range(a.workers):
             if not self.stopping:
                 self.spawn(i)
-        where = f"unix:{a.uds}" if a.uds else f"http://{a.host}:{a.port}"
+        scheme = "https" if a.ssl_certfile else "http"
+        where = f"unix:{a.uds}" if a.uds else f"{scheme}://{a.host}:{a.port}"
         pids = ", ".join(str(p.pid) for p in self.workers)
         print(f"nbio serve: listening on {where} ({a.workers} workers: {pids})", flush=True)
         if self.sock is not None and a.uds is None:

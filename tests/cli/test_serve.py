@@ -153,3 +153,44 @@ def test_native_handler_on_unix_socket(tmp_path: Path, workers: str) -> None:
         assert proc.returncode == 0
     finally:
         stop(proc)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_https_with_ssl_certfile_and_keyfile(tmp_path: Path, workers: str) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    (tmp_path / f"tlsapp{workers}.py").write_text(APP)
+    proc, first = start(tmp_path, f"tlsapp{workers}:app", "--port", "0", "--workers", workers,
+                        "--ssl-certfile", str(tmp_path / "cert.pem"),
+                        "--ssl-keyfile", str(tmp_path / "key.pem"))
+    try:
+        assert "listening on https://127.0.0.1:" in first
+        port = first.split("127.0.0.1:")[1].split()[0]
+        out = subprocess.run(
+            ["curl", "-sS", "--max-time", "20", "--cacert", str(tmp_path / "ca.pem"),
+             "-w", " %{http_code} %{http_version}", f"https://localhost:{port}/"],
+            capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        pid, code, version = out.stdout.split()
+        assert int(pid) > 0 and code == "200" and version == "1.1"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+        assert proc.returncode == 0
+    finally:
+        stop(proc)
+
+
+def test_ssl_keyfile_without_certfile_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "noapp.py").write_text(NATIVE)
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, "-m", "nbio", "serve", "noapp:app", "--port", "0",
+         "--app-dir", str(tmp_path), "--ssl-keyfile", str(tmp_path / "key.pem")],
+        capture_output=True, text=True, timeout=30, env=env)
+    assert out.returncode != 0 and "--ssl-keyfile needs --ssl-certfile" in out.stderr

@@ -28,7 +28,7 @@ import os
 from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Set
 from urllib.parse import unquote
 
-from nbio.engine import Handler
+from nbio.engine import Handler, TLSConn
 from nbio.errors import ConnectionClosed
 from nbio.http.server import HttpRequest, HttpServer, _Session
 
@@ -202,12 +202,13 @@ class _Cycle:
 class _AsgiSession(_Session):
     """Connection state for ASGI: every request runs the app in a task."""
 
-    __slots__ = ("client", "local")
+    __slots__ = ("client", "local", "scheme")
 
     def __init__(self, server: HttpServer, conn: Any) -> None:
         super().__init__(server, conn)
         self.client: Any = None
         self.local: Any = None
+        self.scheme = "https" if isinstance(conn, TLSConn) else "http"
 
     def fast_path(self, head: Any, eom: Any) -> bool:
         """A whole bodiless request with nothing in progress: straight to the app."""
@@ -234,7 +235,7 @@ class _AsgiSession(_Session):
             "asgi": _ASGI,
             "http_version": _VERSIONS.get(head.http_version, "1.1"),
             "method": _METHODS.get(head.method) or head.method.decode("ascii"),
-            "scheme": "http",
+            "scheme": self.scheme,
             "path": _path(raw_path),
             "raw_path": raw_path,
             "query_string": head.query,
@@ -444,7 +445,7 @@ class _WsUpgrader:
             "type": "websocket",
             "asgi": _ASGI_WS,
             "http_version": _VERSIONS.get(head.http_version, "1.1"),
-            "scheme": "ws",
+            "scheme": "wss" if isinstance(conn, TLSConn) else "ws",
             "path": _path(head.path),
             "raw_path": head.path,
             "query_string": head.query,

@@ -22,14 +22,18 @@ Timeouts raise :class:`nbio.errors.DeadlineExceeded` (a ``TimeoutError``) with `
 Redirects (301, 302, 303, 307, 308) are followed up to ``max_redirects``
 (:class:`TooManyRedirects` beyond); 301-303 turn the request into a GET without body
 (except HEAD), 307/308 resend it (only with a replayable body). With ``proxy="http://host:port"``
-every connection is tunnelled through the proxy with CONNECT. Only ``http://`` URLs are
-supported (no TLS in this layer yet).
+every connection is tunnelled through the proxy with CONNECT (``http://`` URLs only).
+
+``https://`` URLs are TLS on the engine: the certificate and host name are verified by default
+(``ssl=`` takes your own :class:`ssl.SSLContext`, e.g. one trusting a private CA), the SNI is
+the URL's host, and ALPN offers ``http/1.1``. Pools are per scheme, host and port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json as _json
+import ssl as _ssl
 from collections import deque
 from typing import (
     Any,
@@ -57,6 +61,7 @@ HeadersIn = Union[Mapping[str, str], Sequence[Tuple[Union[str, bytes], Union[str
 Body = Union[bytes, bytearray, memoryview, str, AsyncIterable[bytes], Iterable[bytes], None]
 
 _REDIRECTS = (301, 302, 303, 307, 308)
+_PORTS = {"http": 80, "https": 443}
 _IDEMPOTENT = (b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE")
 _PAUSE_AT = 1 << 18  # body bytes buffered before reading pauses (streamed responses)
 
@@ -89,10 +94,13 @@ class _Link(Handler):
 _LINK = _Link()
 
 
+Origin = Tuple[str, str, int]  # scheme, host, port
+
+
 class _ClientConn:
     """An engine connection speaking HTTP/1.1 to one origin (maybe through a tunnel)."""
 
-    def __init__(self, origin: Tuple[str, int], max_body_size: Optional[int]) -> None:
+    def __init__(self, origin: Origin, max_body_size: Optional[int]) -> None:
         self.origin = origin
         self.conn: Any = None
         self.h1 = ClientConnection(max_body_size=max_body_size)
@@ -297,7 +305,8 @@ class HttpClient:
     (total) in seconds (None: no limit); ``follow_redirects``, ``max_redirects``;
     ``proxy``: ``"http://host:port"`` for CONNECT tunnelling; ``headers`` sent with every
     request; ``max_body_size`` for responses; ``keep_alive`` to reuse connections;
-    ``engine`` (default: the loop's shared engine)."""
+    ``ssl``: the :class:`ssl.SSLContext` for ``https://`` (default: verifying, ALPN
+    ``http/1.1``); ``engine`` (default: the loop's shared engine)."""
 
     def __init__(
         self,
@@ -312,6 +321,7 @@ class HttpClient:
         headers: HeadersIn = None,
         max_body_size: Optional[int] = None,
         keep_alive: bool = True,
+        ssl: Optional[_ssl.SSLContext] = None,
         engine: Any = None,
     ) -> None:
         self.max_connections = max_connections
@@ -330,8 +340,9 @@ class HttpClient:
         self.max_body_size = max_body_size
         self.keep_alive = keep_alive
         self._engine = engine
-        self._idle: Dict[Tuple[str, int], List[_ClientConn]] = {}
-        self._slots: Dict[Tuple[str, int], asyncio.Semaphore] = {}
+        self._ssl = ssl
+        self._idle: Dict[Origin, List[_ClientConn]] = {}
+        self._slots: Dict[Origin, asyncio.Semaphore] = {}
         self._busy: set[_ClientConn] = set()
         self._closed = False
         self.connections_opened = 0
@@ -443,17 +454,20 @@ class HttpClient:
     async def _send_once(self, method: bytes, url: str, headers: List[Tuple[bytes, bytes]],
                          body: Body, read_timeout: Optional[float]) -> ClientResponse:
         parts = urlsplit(url)
-        if parts.scheme != "http":
-            raise ValueError(f"unsupported URL scheme in {url!r} (only http://)")
+        scheme = parts.scheme
+        if scheme not in _PORTS:
+            raise ValueError(f"unsupported URL scheme in {url!r} (http:// or https://)")
         if not parts.hostname:
             raise ValueError(f"no host in {url!r}")
-        host, port = parts.hostname, parts.port or 80
+        if scheme == "https" and self.proxy is not None:
+            raise ValueError("https:// through a proxy is not supported")
+        host, port = parts.hostname, parts.port or _PORTS[scheme]
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host_header = parts.netloc.rpartition("@")[2].encode("idna")
         all_headers = [(b"host", host_header), *self.headers, *headers]
         if not self.keep_alive:
             all_headers.append((b"connection", b"close"))
-        origin = (host, port)
+        origin = (scheme, host, port)
         replayable = body is None or isinstance(body, (bytes, bytearray, memoryview))
         for attempt in (0, 1):
             link, reused = await self._acquire(origin)
@@ -504,7 +518,7 @@ class HttpClient:
 
     # -- pool ---------------------------------------------------------------------------------
 
-    async def _acquire(self, origin: Tuple[str, int]) -> Tuple[_ClientConn, bool]:
+    async def _acquire(self, origin: Origin) -> Tuple[_ClientConn, bool]:
         slots = self._slots.get(origin)
         if slots is None:
             slots = self._slots[origin] = asyncio.Semaphore(self.max_connections)
@@ -526,12 +540,18 @@ class HttpClient:
         link.used = 1
         return link, False
 
-    async def _connect(self, origin: Tuple[str, int]) -> _ClientConn:
+    async def _connect(self, origin: Origin) -> _ClientConn:
         engine = self._engine or get_engine()
         link = _ClientConn(origin, self.max_body_size)
-        target = self.proxy or origin
         try:
-            conn = await engine.dial(_LINK, target[0], target[1], timeout=self.connect_timeout)
+            if origin[0] == "https":
+                conn = await engine.dial(_LINK, origin[1], origin[2], ssl=self._ssl_context(),
+                                         timeout=self.connect_timeout,
+                                         ssl_handshake_timeout=self.connect_timeout or 60.0)
+            else:
+                target = self.proxy or origin[1:]
+                conn = await engine.dial(_LINK, target[0], target[1],
+                                         timeout=self.connect_timeout)
         except TimeoutError:
             raise DeadlineExceeded("connect") from None
         conn.session = link
@@ -541,9 +561,16 @@ class HttpClient:
             await self._tunnel(link, origin)
         return link
 
-    async def _tunnel(self, link: _ClientConn, origin: Tuple[str, int]) -> None:
+    def _ssl_context(self) -> _ssl.SSLContext:
+        ctx = self._ssl
+        if ctx is None:
+            ctx = self._ssl = _ssl.create_default_context(_ssl.Purpose.SERVER_AUTH)
+            ctx.set_alpn_protocols(["http/1.1"])
+        return ctx
+
+    async def _tunnel(self, link: _ClientConn, origin: Origin) -> None:
         """CONNECT through the proxy, then speak HTTP to the origin in the tunnel."""
-        authority = f"{origin[0]}:{origin[1]}".encode("idna")
+        authority = f"{origin[1]}:{origin[2]}".encode("idna")
         h1 = link.h1
         link.conn.write(h1.send_request(b"CONNECT", authority, [(b"host", authority)]))
         try:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl as _ssl
 import mimetypes
 import os
 from typing import (
@@ -678,11 +679,13 @@ class HttpServer(Handler):
         path: Optional[str] = None,
         engine: Any = None,
         reuse_port: Optional[bool] = None,
+        ssl: Optional[_ssl.SSLContext] = None,
         **options: Any,
     ) -> HttpServer:
         """Create a server and listen on ``host:port`` (or the Unix socket ``path``) with
-        ``engine`` (default: a new engine, closed by :meth:`wait_closed`). ``options`` are
-        the constructor's. Stop with ``close()`` then ``await wait_closed()``."""
+        ``engine`` (default: a new engine, closed by :meth:`wait_closed`). With ``ssl`` (a
+        server :class:`ssl.SSLContext`; give it ALPN ``["http/1.1"]``) it serves https.
+        ``options`` are the constructor's. Stop with ``close()`` then ``await wait_closed()``."""
         from nbio.engine import Engine
 
         server = cls(app, **options)
@@ -690,7 +693,8 @@ class HttpServer(Handler):
             engine = Engine()
             server._own_engine = True
         server.engine = engine
-        server.listener = engine.listen(server, host, port, path=path, reuse_port=reuse_port)
+        server.listener = engine.listen(server, host, port, path=path, reuse_port=reuse_port,
+                                        ssl=ssl)
         return server
 
     @property
