@@ -83,12 +83,13 @@ def run_client(cases: list, workdir: Path) -> Dict[str, Any]:
     }
     (workdir / "spec.json").write_text(json.dumps(spec))
     server = subprocess.Popen(
-        [*T.wstest_argv(), "-m", "fuzzingserver", "-s", "spec.json"],
+        [*T.wstest_argv(), "-m", "fuzzingserver", "-s", "spec.json", "--webport", "0"],
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
+        T.wait_listening(port, server)
         asyncio.run(T._run_client_cases(url))
     finally:
         server.terminate()
@@ -99,7 +100,9 @@ def run_client(cases: list, workdir: Path) -> Dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--targets", default="callback,async,client")
-    parser.add_argument("--cases", default="*", help="comma-separated case patterns")
+    parser.add_argument(
+        "--cases", default="*", help='comma-separated case ids or prefixes ending in "*"'
+    )
     args = parser.parse_args()
     os.environ.setdefault("NBIO_AUTOBAHN_CASES", args.cases)
     cases = args.cases.split(",")
