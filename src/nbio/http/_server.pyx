@@ -38,10 +38,6 @@ cdef class Response:
     content type to ``text/plain; charset=utf-8``), ``status`` and ``headers`` (pairs of
     str or bytes). Content-Length is added; Date comes from the server's cache."""
 
-    cdef public object body
-    cdef public object headers
-    cdef public object status
-
     def __init__(self, body=b"", status=200, headers=None, content_type=None):
         if isinstance(body, str):
             body = (<str>body).encode("utf-8")
@@ -63,17 +59,6 @@ cdef class HttpRequest:
     value) bytes pairs; ``get_header(name)``), the parsed head itself is ``head``. The body:
     ``body`` (bytes, when complete), ``await read()``, ``async for chunk in stream()``;
     ``trailers`` once the body is complete."""
-
-    cdef public object head
-    cdef public object _session
-    cdef public list _chunks
-    cdef public Py_ssize_t _size
-    cdef public bint _complete
-    cdef public object _waiter
-    cdef public object _error
-    cdef public object trailers
-    cdef public bint _dispatched
-    cdef public bint _consumed
 
     def __init__(self, head, session=None, complete=False):
         self.head = head
@@ -241,7 +226,7 @@ cdef class HttpRequest:
             session.resume_input()
 
 
-cdef inline HttpRequest _new_request(object head, object session, object eom):
+cdef HttpRequest new_request(object head, object session, object eom):
     cdef HttpRequest req = HttpRequest.__new__(HttpRequest)
     req.head = head
     req._session = session
@@ -251,6 +236,31 @@ cdef inline HttpRequest _new_request(object head, object session, object eom):
     return req
 
 
+cdef dict _PLAIN_FAST = {}
+cdef set COMPILED_SESSIONS = set()
+
+
+cdef bint _plain_fast(type cls) except -1:
+    """True when ``cls`` takes ``fast_path`` from a compiled session class (so ``feed``
+    calls its C implementation directly), False when a Python subclass overrides it."""
+    found = _PLAIN_FAST.get(cls)
+    if found is None:
+        found = False
+        for klass in cls.__mro__:
+            if "fast_path" in klass.__dict__:
+                found = klass in COMPILED_SESSIONS
+                break
+        _PLAIN_FAST[cls] = found
+    return found
+
+
+def register_compiled_session(cls):
+    """Mark a compiled subclass of :class:`SessionCore` whose ``fast_path`` is its ``_fast``."""
+    COMPILED_SESSIONS.add(cls)
+    _PLAIN_FAST.clear()
+    return cls
+
+
 cdef class SessionCore:
     """The HTTP state of one connection (``conn.session``): the compiled part.
 
@@ -258,27 +268,13 @@ cdef class SessionCore:
     streaming, errors); ``feed`` handles the common case -- one whole bodiless request,
     nothing in progress -- without it."""
 
-    cdef public object server
-    cdef public object conn
-    cdef public object h1
-    cdef public object rx           # request whose body is arriving
-    cdef public object current      # request being answered
-    cdef public bint busy           # a request is being answered
-    cdef public bint started        # its response head is written
-    cdef public object task
-    cdef public double head_since   # when the head in progress began (0: none tracked)
-    cdef public bint in_process
-    cdef public bint input_paused
-    cdef public bint declined       # an upgrade answered normally: go on in HTTP/1.1 after it
-    cdef bint _plain_fast           # fast_path is this class's (not overridden)
-
     def __init__(self, server, conn):
         self.server = server
         self.conn = conn
         self.rx = None
         self.current = None
         self.task = None
-        self._plain_fast = type(self).fast_path is SessionCore.fast_path
+        self._plain_fast = _plain_fast(type(self))
 
     def feed(self, data):
         """Parse ``data`` and handle the events."""
@@ -322,7 +318,7 @@ cdef class SessionCore:
             return False
         if self.head_since:
             server._unwatch_head(self)
-        cdef HttpRequest req = _new_request(head, self, eom)
+        cdef HttpRequest req = new_request(head, self, eom)
         self.current = req
         self.busy = True
         try:
@@ -354,6 +350,9 @@ cdef class SessionCore:
         self._handle_result(resp)
         self._next()
         return True
+
+
+COMPILED_SESSIONS.add(SessionCore)
 
 
 def on_data(self, conn, data):

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Set
-from urllib.parse import unquote
+from typing import Any, Awaitable, Callable, Dict, MutableMapping, Optional, Set
 
 from nbio.engine import Handler, TLSConn
 from nbio.errors import ConnectionClosed
+from nbio.http._asgi import AsgiSessionCore, addr, scope_path
 from nbio.http.server import HttpRequest, HttpServer, _Session
 
 __all__ = ["AsgiServer", "Lifespan"]
@@ -42,20 +41,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
 _ASGI_WS = {"version": "3.0", "spec_version": "2.4"}
-_EXTENSIONS: Dict[str, Any] = {"http.response.trailers": {}, "http.response.pathsend": {}}
-_DISCONNECT = {"type": "http.disconnect"}
 _VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH",
-                                    "OPTIONS")}
-
-
-def _path(raw: bytes) -> str:
-    text = raw.decode("latin-1")
-    if "%" in text:
-        return unquote(text, "utf-8", "surrogateescape")
-    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,233 +50,11 @@ def _path(raw: bytes) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Cycle:
-    """One request/response exchange: the ``receive`` and ``send`` callables of an http
-    scope."""
+class _AsgiSession(AsgiSessionCore, _Session):  # type: ignore[misc]
+    """Connection state for ASGI: every request runs the app in a task (the request path
+    is compiled: :class:`nbio.http._asgi.AsgiSessionCore`)."""
 
-    __slots__ = (
-        "disconnected",
-        "done",
-        "headers",
-        "req",
-        "session",
-        "started",
-        "status",
-        "trailers",
-    )
-
-    def __init__(self, session: _AsgiSession, req: HttpRequest) -> None:
-        self.session: Optional[_AsgiSession] = session
-        self.req = req
-        self.status = 0
-        self.headers: List[Any] = []
-        self.started = False   # http.response.start received
-        self.done = False      # the response is complete
-        self.trailers = False  # the app will send trailers
-        self.disconnected = False
-
-    async def receive(self) -> Message:
-        req = self.req
-        if not self.done and not self.disconnected:
-            try:
-                while not req._chunks and not req._complete:
-                    await req._wait()
-            except (ConnectionClosed, Exception):
-                self.disconnected = True
-                return _DISCONNECT
-            if req._chunks or not req._consumed:
-                chunks, req._chunks, req._size = req._chunks, [], 0
-                req._consumed = req._complete
-                req._resume_input()
-                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                return {"type": "http.request", "body": body, "more_body": not req._complete}
-            # the body was read: wait until the response is done or the client leaves
-            waiter = asyncio.get_running_loop().create_future()
-            req._waiter = waiter
-            try:
-                await waiter
-            except Exception:
-                pass
-        return _DISCONNECT
-
-    async def send(self, message: Message) -> None:
-        kind = message["type"]
-        session = self.session
-        if kind == "http.response.body":
-            if not self.started or self.done:
-                raise RuntimeError(f"unexpected ASGI message {kind!r}")
-            if session is None or session.conn is None:
-                return  # the client is gone: drop (as uvicorn does)
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            h1 = session.h1
-            conn = session.conn
-            if not session.started:
-                session.started = True
-                if not more and not self.trailers:
-                    self._finish_with(h1.respond(self.status, self.headers, body))
-                    return
-                head = h1.start_response(self.status, self.headers)
-                data = h1.send_data(body) if body else b""
-                conn.write(head + data if data else head)
-            elif body:
-                data = h1.send_data(body)
-                if data:
-                    conn.write(data)
-            if not more:
-                if self.trailers:
-                    return
-                self._finish_with(h1.end_response())
-            elif conn.buffered > 65536:
-                await conn.drain()
-        elif kind == "http.response.start":
-            if self.started:
-                raise RuntimeError("http.response.start sent twice")
-            self.started = True
-            self.status = message["status"]
-            headers = message.get("headers")
-            if headers:
-                self.headers = headers if isinstance(headers, list) else list(headers)
-            self.trailers = bool(message.get("trailers", False))
-            if session is not None and session.server.draining:
-                self.headers = [*list(self.headers), (b"connection", b"close")]
-        elif kind == "http.response.trailers":
-            if not self.trailers or self.done:
-                raise RuntimeError("unexpected http.response.trailers")
-            if session is None or session.conn is None:
-                return
-            if not session.started:
-                raise RuntimeError("http.response.trailers before the body")
-            if not message.get("more_trailers", False):
-                self._finish_with(session.h1.end_response(message.get("headers") or None))
-        elif kind == "http.response.pathsend":
-            if not self.started or self.done:
-                raise RuntimeError("unexpected http.response.pathsend")
-            if session is None or session.conn is None:
-                return
-            await self._pathsend(session, message["path"])
-        else:
-            raise RuntimeError(f"unexpected ASGI message {kind!r} in an http scope")
-
-    async def _pathsend(self, session: _AsgiSession, path: str) -> None:
-        file: Any = open(path, "rb", buffering=0)
-        try:
-            size = os.fstat(file.fileno()).st_size
-            headers = [h for h in self.headers if h[0].lower() != b"content-length"]
-            headers.append((b"content-length", b"%d" % size))
-            h1 = session.h1
-            session.started = True
-            session.conn.write(h1.start_response(self.status, headers))
-            if size and self.req.method != b"HEAD":
-                session.conn.sendfile(file, 0, size)
-            h1.skip_data(size)
-            self._finish_with(h1.end_response())
-        finally:
-            file = None  # the engine's queue holds it until sent
-
-    def _finish_with(self, data: bytes) -> None:
-        session = self.session
-        self.done = True
-        self.req._wake()  # a receive() waiting for http.disconnect
-        if session is None or session.conn is None:
-            return
-        if data:
-            session.conn.write(data)
-        self.session = None
-        session.finished()
-
-
-class _AsgiSession(_Session):
-    """Connection state for ASGI: every request runs the app in a task."""
-
-    __slots__ = ("client", "local", "scheme")
-
-    def __init__(self, server: HttpServer, conn: Any) -> None:
-        super().__init__(server, conn)
-        self.client: Any = None
-        self.local: Any = None
-        self.scheme = "https" if isinstance(conn, TLSConn) else "http"
-
-    def fast_path(self, head: Any, eom: Any) -> bool:
-        """A whole bodiless request with nothing in progress: straight to the app."""
-        if self.head_since:
-            self.server._unwatch_head(self)
-        req = HttpRequest(head, self, True)
-        if eom.trailers:
-            req.trailers = eom.trailers
-        self.current = req
-        self.busy = True
-        self.dispatch(req)
-        return True
-
-    def dispatch(self, req: HttpRequest) -> None:
-        req._dispatched = True
-        server: AsgiServer = self.server  # type: ignore[assignment]
-        head = req.head
-        if self.client is None:
-            self.client = _addr(self.conn.remote_address)
-            self.local = _addr(self.conn.local_address)
-        raw_path = head.path
-        scope = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": _VERSIONS.get(head.http_version, "1.1"),
-            "method": _METHODS.get(head.method) or head.method.decode("ascii"),
-            "scheme": self.scheme,
-            "path": _path(raw_path),
-            "raw_path": raw_path,
-            "query_string": head.query,
-            "root_path": server.root_path,
-            "headers": head.headers,
-            "client": self.client,
-            "server": self.local,
-            "extensions": _EXTENSIONS,
-        }
-        if server.state is not None:
-            scope["state"] = server.state.copy()
-        cycle = _Cycle(self, req)
-        self.conn.set_idle_timeout(None)
-        task = asyncio.get_running_loop().create_task(self._run_app(scope, cycle))
-        self.task = task
-        server.tasks.add(task)  # _run_app removes it
-
-    async def _run_app(self, scope: Scope, cycle: _Cycle) -> None:
-        server: AsgiServer = self.server  # type: ignore[assignment]
-        try:
-            await server.app_asgi(scope, cycle.receive, cycle.send)
-        except BaseException as exc:
-            server.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
-            if isinstance(exc, asyncio.CancelledError):
-                self._task_done(cycle)
-                raise
-            if cycle.session is not None and self.conn is not None:
-                self._failed(exc)
-                cycle.session = None
-            elif not isinstance(exc, ConnectionClosed):
-                logger.error("nbio.http: ASGI app failed after its response", exc_info=exc)
-            return
-        if cycle.session is not None and self.conn is not None:
-            if not cycle.started:
-                logger.error("nbio.http: ASGI app returned without a response")
-                self._failed(RuntimeError("no response"))
-            elif not cycle.done:
-                logger.error("nbio.http: ASGI app returned before its response was complete")
-                self._abort()
-        server.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
-        self._task_done(cycle)
-
-    def _task_done(self, cycle: _Cycle) -> None:
-        if self.task is asyncio.current_task():
-            self.task = None
-        conn = self.conn
-        if conn is not None and not self.busy:
-            conn.set_idle_timeout(self.server.keep_alive_timeout)
-
-
-def _addr(addr: Any) -> Any:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return (addr[0], addr[1])
-    return None
+    __slots__ = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,13 +211,13 @@ class _WsUpgrader:
             "asgi": _ASGI_WS,
             "http_version": _VERSIONS.get(head.http_version, "1.1"),
             "scheme": "wss" if isinstance(conn, TLSConn) else "ws",
-            "path": _path(head.path),
+            "path": scope_path(head.path),
             "raw_path": head.path,
             "query_string": head.query,
             "root_path": server.root_path,
             "headers": head.headers,
-            "client": _addr(conn.remote_address),
-            "server": _addr(conn.local_address),
+            "client": addr(conn.remote_address),
+            "server": addr(conn.local_address),
             "subprotocols": subprotocols,
             "extensions": {},
         }

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl as _ssl
 import mimetypes
 import os
+import ssl as _ssl
 from typing import (
     Any,
     AsyncIterable,
