@@ -11,7 +11,7 @@ from urllib.parse import unquote
 from nbio.engine import TLSConn
 from nbio.errors import ConnectionClosed
 
-from nbio.http._server cimport HttpRequest, SessionCore, new_request
+from nbio.http._server cimport HttpRequest, SessionCore, loop_of, new_request
 from nbio.http._server import register_compiled_session
 
 logger = logging.getLogger("nbio.http.asgi")
@@ -82,7 +82,7 @@ cdef class Cycle:
                 body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 return {"type": "http.request", "body": body, "more_body": not req._complete}
             # the body was read: wait until the response is done or the client leaves
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = loop_of(req._session).create_future()
             req._waiter = waiter
             try:
                 await waiter
@@ -236,7 +236,7 @@ cdef class AsgiSessionCore(SessionCore):
             scope["state"] = state.copy()
         cycle = Cycle(self, req)
         conn.set_idle_timeout(None)
-        task = asyncio.get_running_loop().create_task(self._run_app(scope, cycle))
+        task = loop_of(self).create_task(self._run_app(scope, cycle))
         self.task = task
         server.tasks.add(task)  # _run_app removes it
 
@@ -245,7 +245,7 @@ cdef class AsgiSessionCore(SessionCore):
         try:
             await server.app_asgi(scope, cycle.receive, cycle.send)
         except BaseException as exc:
-            server.tasks.discard(_current_task())
+            server.tasks.discard(_current_task(loop_of(self)))
             if isinstance(exc, _CancelledError):
                 self._task_done()
                 raise
@@ -262,7 +262,7 @@ cdef class AsgiSessionCore(SessionCore):
             elif not cycle.done:
                 logger.error("nbio.http: ASGI app returned before its response was complete")
                 self._abort()
-        task = _current_task()
+        task = _current_task(loop_of(self))
         server.tasks.discard(task)
         if self.task is task:
             self.task = None
@@ -271,7 +271,7 @@ cdef class AsgiSessionCore(SessionCore):
             conn.set_idle_timeout(server.keep_alive_timeout)
 
     cdef _task_done(self):
-        if self.task is _current_task():
+        if self.task is _current_task(loop_of(self)):
             self.task = None
         conn = self.conn
         if conn is not None and not self.busy:

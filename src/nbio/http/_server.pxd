@@ -19,6 +19,7 @@ cdef class HttpRequest:
     cdef public bint _consumed
 
 
+cdef object loop_of(object session)
 cdef HttpRequest new_request(object head, object session, object eom)
 
 
@@ -36,6 +37,8 @@ cdef class SessionCore:
     cdef public bint input_paused
     cdef public bint declined       # an upgrade answered normally: go on in HTTP/1.1 after it
     cdef bint _plain_fast           # fast_path comes from a compiled class: call _fast
+    cdef public object loop         # the event loop (asyncio.get_running_loop() is a
+                                    # getpid() syscall on Python <= 3.11: asked once)
 
     cdef int _feed(self, data) except -1
     cdef bint _fast(self, head, eom) except -1

@@ -9,6 +9,7 @@ server's engine callback). Everything that is not the shortcut stays in Python, 
 """
 
 import asyncio
+from asyncio import _get_running_loop
 
 from nbio.errors import ConnectionClosed
 from nbio.http._h1 import EndOfMessage, Request
@@ -187,7 +188,7 @@ cdef class HttpRequest:
         session.send_continue()
         waiter = self._waiter
         if waiter is None or waiter.done():
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            waiter = self._waiter = loop_of(session).create_future()
         return waiter
 
     def _wake(self):
@@ -224,6 +225,12 @@ cdef class HttpRequest:
         session = self._session
         if session is not None and session.input_paused:
             session.resume_input()
+
+
+cdef object loop_of(object session):
+    """The running loop, from the session when it knows it."""
+    loop = (<SessionCore>session).loop if isinstance(session, SessionCore) else None
+    return loop if loop is not None else asyncio.get_running_loop()
 
 
 cdef HttpRequest new_request(object head, object session, object eom):
@@ -275,6 +282,7 @@ cdef class SessionCore:
         self.current = None
         self.task = None
         self._plain_fast = _plain_fast(type(self))
+        self.loop = _get_running_loop()
 
     def feed(self, data):
         """Parse ``data`` and handle the events."""

@@ -157,6 +157,10 @@ class _Session(SessionCore):
 
     # -- input ------------------------------------------------------------------------------
 
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self.loop
+        return loop if loop is not None else asyncio.get_running_loop()
+
     def process(self, events: List[Any]) -> None:
         """Handle the events of (at most) one request, then of the held ones as long as
         responses complete synchronously."""
@@ -284,7 +288,7 @@ class _Session(SessionCore):
             self.send(result)
         elif hasattr(result, "__await__"):
             self.conn.set_idle_timeout(None)
-            self.task = asyncio.get_running_loop().create_task(self._run(result))
+            self.task = self._loop().create_task(self._run(result))
         else:
             self._failed(TypeError(f"the handler returned {result!r}, not a response"))
 
@@ -305,7 +309,7 @@ class _Session(SessionCore):
             if self.conn is not None:
                 self._failed(exc)
         finally:
-            if self.task is asyncio.current_task():
+            if self.task is asyncio.current_task(self._loop()):
                 self.task = None
             conn = self.conn
             if conn is not None and not self.busy:
@@ -344,7 +348,7 @@ class _Session(SessionCore):
             self.finished()
         else:
             assert isinstance(resp, StreamingResponse)
-            self.task = asyncio.get_running_loop().create_task(self._run_stream(resp))
+            self.task = self._loop().create_task(self._run_stream(resp))
 
     async def _run_stream(self, resp: StreamingResponse) -> None:
         self.conn.set_idle_timeout(None)
@@ -356,7 +360,7 @@ class _Session(SessionCore):
             if self.conn is not None:
                 self._failed(exc)
         finally:
-            if self.task is asyncio.current_task():
+            if self.task is asyncio.current_task(self._loop()):
                 self.task = None
             if self.conn is not None and not self.busy:
                 self.conn.set_idle_timeout(self.server.keep_alive_timeout)
