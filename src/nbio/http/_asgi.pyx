@@ -34,7 +34,11 @@ def http_version(bytes version):
 
 def scope_path(bytes raw):
     """The ASGI ``path`` of a raw path: latin-1 text, percent-decoded as UTF-8."""
-    text = raw.decode("latin-1")
+    return _scope_path(raw)
+
+
+cdef str _scope_path(bytes raw):
+    cdef str text = raw.decode("latin-1")
     if "%" in text:
         return unquote(text, "utf-8", "surrogateescape")
     return text
@@ -174,7 +178,7 @@ cdef class Cycle:
         if data:
             session.conn.write(data)
         self.session = None
-        session.finished()
+        (<SessionCore>session)._finished()
 
 
 cdef class AsgiSessionCore(SessionCore):
@@ -222,7 +226,7 @@ cdef class AsgiSessionCore(SessionCore):
             "http_version": _VERSIONS.get(head.http_version, "1.1"),
             "method": name if name is not None else method.decode("ascii"),
             "scheme": self.scheme,
-            "path": scope_path(raw_path),
+            "path": _scope_path(raw_path),
             "raw_path": raw_path,
             "query_string": head.query,
             "root_path": server.root_path,
@@ -234,7 +238,11 @@ cdef class AsgiSessionCore(SessionCore):
         state = server.state
         if state is not None:
             scope["state"] = state.copy()
-        cycle = Cycle(self, req)
+        cdef Cycle cycle = Cycle.__new__(Cycle)
+        cycle.session = self
+        cycle.req = req
+        cycle.status = 0
+        cycle.headers = []
         conn.set_idle_timeout(None)
         task = loop_of(self).create_task(self._run_app(scope, cycle))
         self.task = task

@@ -314,6 +314,31 @@ cdef class SessionCore:
             self.pause_input()
         return 0
 
+    def finished(self):
+        """The current response is complete: go on with the next request or close."""
+        self._finished()
+
+    cdef int _finished(self) except -1:
+        self.busy = False
+        self.started = False
+        self.current = None
+        conn = self.conn
+        if conn is None:
+            return 0
+        h1 = self.h1
+        if h1.must_close or self.server.draining:
+            conn.close()
+            return 0
+        if self.rx is not None or self.in_process:
+            return 0   # the rest of the body is dropped / the process loop goes on
+        if self.declined or h1.holding:
+            self.process([])    # the next request (pipelined), or the declined upgrade's
+        elif h1.paused:
+            h1.resume()         # nothing held: what process([]) would do, in short
+        if self.input_paused and self.conn is not None and not self.busy:
+            self.resume_input()
+        return 0
+
     def fast_path(self, head, eom):
         """A whole bodiless request with nothing in progress, for a plain handler that
         returns a Response: answered without the general machinery. False if the request

@@ -417,27 +417,6 @@ class _Session(SessionCore):
             pass
         conn.close()
 
-    def finished(self) -> None:
-        """The current response is complete: go on with the next request or close."""
-        self.busy = False
-        self.started = False
-        self.current = None
-        conn = self.conn
-        if conn is None:
-            return
-        if self.h1.must_close or self.server.draining:
-            conn.close()
-            return
-        if self.rx is not None or self.in_process:
-            return   # the rest of the body is dropped / the process loop goes on
-        self._after_response()
-
-    def _after_response(self) -> None:
-        if self.h1.paused or self.declined:
-            self.process([])
-        if self.input_paused and self.conn is not None and not self.busy:
-            self.resume_input()
-
     def _abort(self) -> None:
         conn = self.conn
         self.busy = False
