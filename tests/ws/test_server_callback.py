@@ -239,3 +239,25 @@ def test_idle_connection_object_is_small() -> None:
     ws = WebSocketConn(Dispatch(lambda *a: None), None)
     # the core (88 bytes) + conn, dispatch, session, subprotocol, flags + GC header
     assert sys.getsizeof(ws) <= 144
+
+
+async def test_http_keep_alive_timeout_does_not_apply_after_the_upgrade(engine: str) -> None:
+    from nbio.http.server import HttpServer
+
+    eng = make_engine(engine, timer_resolution=0.01)
+    ev = Events()
+    up = WebSocketUpgrader(ev, ping_interval=None)
+    server = HttpServer(None, upgrades={"*": up}, keep_alive_timeout=0.05)
+    host, port = eng.listen(server, "127.0.0.1", 0).address[:2]
+    async with websockets.connect(f"ws://{host}:{port}/", ping_interval=None) as client:
+        await ev.wait_for(lambda: ev.opened)
+        # the clock: a plain HTTP connection opened later is closed by the keep-alive timeout
+        reader, writer = await asyncio.open_connection(host, port)
+        assert await reader.read() == b""
+        writer.close()
+        # the silent WebSocket, older than that, is still open
+        await client.send("still open")
+        assert await client.recv() == "still open"
+    await ev.wait_for(lambda: ev.closed)
+    assert ev.closed == [(1000, "")]
+    await eng.close()
