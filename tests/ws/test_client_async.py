@@ -7,12 +7,11 @@ from typing import Any, List
 
 import pytest
 import websockets
+from ws_helpers import Events, listen, make_engine
 
 from nbio.errors import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from nbio.ws import HandshakeError, WebSocketUpgrader, connect
 from nbio.ws.deflate import DeflateConfig
-
-from conftest import Events, listen, make_engine
 
 
 async def test_connect_echo_with_our_server(engine: str) -> None:

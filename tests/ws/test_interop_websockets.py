@@ -8,11 +8,10 @@ from typing import Any, AsyncIterator, List
 
 import pytest
 import websockets
+from ws_helpers import Events, make_engine
 
 from nbio.ws import WebSocket, connect, serve
 from nbio.ws.deflate import DeflateConfig
-
-from conftest import Events, make_engine
 
 MESSAGES: List[Any] = [
     "",

@@ -7,14 +7,13 @@ from typing import Any, List
 
 import websockets
 from test_server_callback import read_frame
+from ws_helpers import listen, make_engine, raw_connect, upgrade_request
 from wsutil import raw_frame
 
 from nbio.errors import ConnectionClosedError, ConnectionClosedOK
 from nbio.ws import WebSocket, WebSocketUpgrader, adopt, broadcast
 from nbio.ws.handshake import accept
 from nbio.ws.protocol import OP_CLOSE, OP_TEXT
-
-from conftest import listen, make_engine, raw_connect, upgrade_request
 
 
 async def echo(ws: WebSocket) -> None:

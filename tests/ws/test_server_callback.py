@@ -11,13 +11,12 @@ import sys
 from typing import Any, List
 
 import websockets
+from ws_helpers import Events, listen, make_engine, raw_connect, upgrade_request
 from wsutil import close_payload, raw_frame
 
 from nbio.errors import ConnectionClosed
 from nbio.ws import WebSocketConn, WebSocketUpgrader, broadcast
 from nbio.ws.protocol import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
-
-from conftest import Events, listen, make_engine, raw_connect, upgrade_request
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Any:

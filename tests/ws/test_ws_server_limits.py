@@ -11,12 +11,11 @@ from typing import Any
 import pytest
 import websockets
 from test_server_callback import read_frame
+from ws_helpers import Events, listen, make_engine, raw_connect, upgrade_request
 from wsutil import close_payload, raw_frame
 
 from nbio.ws import WebSocketUpgrader
 from nbio.ws.protocol import OP_BINARY, OP_CLOSE, OP_TEXT
-
-from conftest import Events, listen, make_engine, raw_connect, upgrade_request
 
 DEFLATE_EXT = "Sec-WebSocket-Extensions: permessage-deflate\r\n"
 
