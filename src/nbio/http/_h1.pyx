@@ -37,19 +37,6 @@ cdef inline object _find_header(list headers, name):
 cdef class Request:
     """A request head (server side). Header names are lowercased, values are as sent."""
 
-    cdef readonly bytes method
-    cdef readonly bytes target
-    cdef readonly bytes http_version
-    cdef readonly list headers
-    cdef readonly bint keep_alive
-    cdef readonly bint expect_continue
-    cdef readonly object upgrade
-    cdef readonly object content_length
-    cdef readonly bint chunked
-    # connection-private bookkeeping for the 100-continue dance
-    cdef bint _body_started
-    cdef bint _body_done
-    cdef bint _sent_100
 
     def __init__(self, method, target, headers=None, http_version=b"1.1", *,
                  keep_alive=True, expect_continue=False, upgrade=None, content_length=None,
@@ -164,7 +151,6 @@ cdef class Data:
 cdef class EndOfMessage:
     """The end of a message body; ``trailers`` is a tuple of (lowercased name, value) pairs."""
 
-    cdef readonly tuple trailers
 
     def __init__(self, trailers=()):
         self.trailers = tuple(trailers)
@@ -486,13 +472,6 @@ cdef inline bytes _body_bytes(object body):
 # The shared parsing half
 # ---------------------------------------------------------------------------------------------
 
-cdef enum:
-    S_IDLE = 0       # between messages
-    S_HEAD = 1       # inside a head (request/status line or fields)
-    S_BODY = 2       # head done, body (or trailers) in progress
-    S_UPGRADED = 3   # the connection switched protocols; bytes go to trailing_data
-    S_ERROR = 4      # a protocol error was reported; nothing more is parsed
-    S_CLOSED = 5     # the last message did not keep the connection alive: input is ignored
 
 cdef enum:
     C_CLOSE = 1
@@ -509,29 +488,6 @@ cdef class _H1Parser:
     """What both sides share: limits, field collection, body/trailer events, error mapping.
     The ``on_*`` methods are httptools callbacks, not public API."""
 
-    cdef object _parser
-    cdef list _events
-    cdef int _state
-    cdef object _status_bad         # status for malformed input: 400 (server) / None (client)
-    # limits
-    cdef Py_ssize_t _max_header_bytes
-    cdef Py_ssize_t _max_header_count
-    cdef long long _max_body_size   # -1: unlimited
-    # per-message head state
-    cdef list _headers
-    cdef list _trailers
-    cdef Py_ssize_t _head_bytes      # exact bytes of completed fields (+ target)
-    cdef Py_ssize_t _head_fed        # lower bound of head bytes fed (bounds httptools' buffer)
-    cdef Py_ssize_t _feed_len
-    cdef Py_ssize_t _header_count
-    cdef long long _body_bytes
-    cdef object _content_length
-    cdef bytes _te
-    cdef bytes _upgrade
-    cdef bytes _expect
-    cdef int _host_count
-    cdef int _conn_tokens            # C_CLOSE | C_KEEP_ALIVE seen in Connection
-    cdef bytes _trailing
 
     def __cinit__(self):
         self._events = None
@@ -548,7 +504,7 @@ cdef class _H1Parser:
         if max_body_size is not None and max_body_size < 0:
             raise ValueError("max_body_size must be >= 0 or None")
 
-    cdef inline _begin(self):
+    cdef _begin(self):
         self._state = S_HEAD
         self._headers = []
         self._trailers = None
@@ -616,7 +572,7 @@ cdef class _H1Parser:
     cdef _on_body_started(self):
         pass
 
-    cdef inline EndOfMessage _eom(self):
+    cdef EndOfMessage _eom(self):
         cdef EndOfMessage eom
         if self._trailers is None:
             return _EOM
@@ -625,7 +581,7 @@ cdef class _H1Parser:
         self._trailers = None
         return eom
 
-    cdef inline bytes _version(self, bint keep_alive):
+    cdef bytes _version(self, bint keep_alive):
         # get_http_version() formats a str (~0.3 us): skip it when llhttp's keep-alive verdict
         # already tells. llhttp (strict) only accepts 0.9, 1.0, 1.1 and 2.0, and of those only
         # 1.1 is persistent without "Connection: keep-alive".
@@ -692,21 +648,6 @@ cdef class _H1Parser:
 cdef class ServerConnection(_H1Parser):
     """Server side of one HTTP/1.1 connection; see :mod:`nbio.http.h1`."""
 
-    cdef bytes _url
-    cdef Py_ssize_t _max_request_line
-    cdef Request _req               # request being parsed (None between requests)
-    cdef list _pending              # requests awaiting a response, oldest first
-    cdef public bint pause_after_message
-    cdef Py_ssize_t _pause_at
-    cdef list _held
-    # response state
-    cdef int _rframing
-    cdef bint _rhead_only           # response to HEAD: the body is not sent
-    cdef bint _rstarted
-    cdef long long _rremaining
-    cdef bint _must_close
-    cdef bint _switched
-    cdef object _error
 
     def __init__(self, *, max_header_bytes=65536, max_header_count=100, max_body_size=None,
                  max_request_line=8192, pause_after_message=False):
@@ -805,7 +746,7 @@ cdef class ServerConnection(_H1Parser):
 
     # -- input ------------------------------------------------------------------------------
 
-    def receive_data(self, data):
+    cpdef list receive_data(self, data):
         """Parse ``data`` (bytes-like; it may be a memoryview valid only during the call)
         and return the new events in order."""
         cdef list events
@@ -851,7 +792,7 @@ cdef class ServerConnection(_H1Parser):
         """True while paused with events of a following request held back (pipelining)."""
         return self._held is not None and len(self._held) > 0
 
-    def resume(self):
+    cpdef list resume(self):
         """Return the held events, up to and including the next EndOfMessage (staying paused
         after it when ``pause_after_message`` is set)."""
         cdef list held = self._held
@@ -978,7 +919,7 @@ cdef class ServerConnection(_H1Parser):
         parts.append(b"\r\n")
         return parts
 
-    def respond(self, int status, headers=(), body=b"", reason=None):
+    cpdef bytes respond(self, int status, headers=(), body=b"", reason=None):
         """Build a complete response (head and body, Content-Length set) to the oldest pending
         request. For HEAD requests the body is measured but not sent."""
         cdef bytes b = _body_bytes(body)

@@ -12,6 +12,7 @@ import asyncio
 from asyncio import _get_running_loop
 
 from nbio.errors import ConnectionClosed
+from nbio.http._h1 cimport S_HEAD, ServerConnection
 from nbio.http._h1 import EndOfMessage, Request
 
 cdef bytes _CONTENT_TYPE = b"content-type"
@@ -289,7 +290,7 @@ cdef class SessionCore:
         self._feed(data)
 
     cdef int _feed(self, data) except -1:
-        h1 = self.h1
+        cdef ServerConnection h1 = <ServerConnection?>self.h1
         cdef list events = h1.receive_data(data)
         cdef bint done = False
         if len(events) == 2 and not self.busy and type(events[1]) is _EndOfMessage:
@@ -306,10 +307,10 @@ cdef class SessionCore:
             self.process(events)
         if self.conn is None:
             return 0
-        if h1.receiving_head:
+        if h1._state == S_HEAD:
             if not self.head_since:
                 self.server._watch_head(self)
-        if self.busy and not self.input_paused and h1.holding:
+        if self.busy and not self.input_paused and h1._held:
             # a pipelined request is waiting behind the one being answered
             self.pause_input()
         return 0
@@ -325,15 +326,15 @@ cdef class SessionCore:
         conn = self.conn
         if conn is None:
             return 0
-        h1 = self.h1
-        if h1.must_close or self.server.draining:
+        cdef ServerConnection h1 = <ServerConnection?>self.h1
+        if h1._must_close or self.server.draining:
             conn.close()
             return 0
         if self.rx is not None or self.in_process:
             return 0   # the rest of the body is dropped / the process loop goes on
-        if self.declined or h1.holding:
+        if self.declined or h1._held:
             self.process([])    # the next request (pipelined), or the declined upgrade's
-        elif h1.paused:
+        elif h1._held is not None:
             h1.resume()         # nothing held: what process([]) would do, in short
         if self.input_paused and self.conn is not None and not self.busy:
             self.resume_input()
@@ -360,8 +361,9 @@ cdef class SessionCore:
             self._failed(exc)
             self._next()
             return True
+        cdef ServerConnection h1
         if type(resp) is Response and not server.draining:
-            h1 = self.h1
+            h1 = <ServerConnection?>self.h1
             try:
                 data = h1.respond((<Response>resp).status, (<Response>resp).headers,
                                   (<Response>resp).body)
@@ -371,9 +373,9 @@ cdef class SessionCore:
             self.conn.write(data)
             self.busy = False
             self.current = None
-            if h1.must_close:
+            if h1._must_close:
                 self.conn.close()
-            elif h1.holding or self.declined:
+            elif h1._held or self.declined:
                 self._next()
             else:
                 h1.resume()
