@@ -11,6 +11,7 @@ from urllib.parse import unquote
 from nbio.engine import TLSConn
 from nbio.errors import ConnectionClosed
 
+from nbio.http._h1 cimport Request, ServerConnection
 from nbio.http._server cimport HttpRequest, SessionCore, loop_of, new_request
 from nbio.http._server import register_compiled_session
 
@@ -55,7 +56,7 @@ cdef class Cycle:
     """One request/response exchange: the ``receive`` and ``send`` callables of an http
     scope."""
 
-    cdef public object session      # the AsgiSessionCore (None once the response is done)
+    cdef public SessionCore session  # the AsgiSessionCore (None once the response is done)
     cdef public HttpRequest req
     cdef public object status
     cdef public object headers
@@ -95,8 +96,9 @@ cdef class Cycle:
         return _DISCONNECT
 
     async def send(self, message):
+        cdef SessionCore session = self.session
+        cdef ServerConnection h1
         kind = message["type"]
-        session = self.session
         if kind == "http.response.body":
             if not self.started or self.done:
                 raise RuntimeError(f"unexpected ASGI message {kind!r}")
@@ -104,7 +106,7 @@ cdef class Cycle:
                 return  # the client is gone: drop (as uvicorn does)
             body = message.get("body", b"")
             more = message.get("more_body", False)
-            h1 = session.h1
+            h1 = <ServerConnection?>session.h1
             conn = session.conn
             if not session.started:
                 session.started = True
@@ -212,7 +214,7 @@ cdef class AsgiSessionCore(SessionCore):
     cdef _dispatch(self, HttpRequest req):
         req._dispatched = True
         server = self.server
-        head = req.head
+        cdef Request head = <Request?>req.head
         conn = self.conn
         if self.client is None:
             self.client = addr(conn.remote_address)
