@@ -1,10 +1,10 @@
-"""ws_autobahn: the whole Autobahn|Testsuite (9.x performance cases included) against nbio.
+"""ws_autobahn: the whole Autobahn|Testsuite (all 12.x/13.x compression cases) against nbio.
 
-    python bench/ws_autobahn.py [--targets callback,async,client] [--cases "9.*"]
+    python bench/ws_autobahn.py [--targets callback,async,client] [--cases "12.*,13.*"]
 
 Runs the fuzzing client against nbio's server (callback and async API, permessage-deflate
 offered by the suite) and the fuzzing server against nbio's client, with the harness of
-``tests/interop/test_autobahn.py`` (which runs everything but 9.x in CI). Prints, per
+``tests/interop/test_autobahn.py`` (which runs a sample of 12.x/13.x in CI). Prints, per
 target, how many cases ended in each outcome and the suite's total case time; fails (exit 1)
 if any case ended other than OK / NON-STRICT / INFORMATIONAL.
 
