@@ -101,8 +101,7 @@ async def test_server_closing_during_handshake(backend: str) -> None:
 def test_url_validation() -> None:
     with pytest.raises(ValueError):
         connect("http://example.com/")
-    with pytest.raises(NotImplementedError):
-        connect("wss://example.com/")
+    connect("wss://example.com/")  # TLS is supported (tests/ws/test_wss.py); nothing dials yet
     with pytest.raises(ValueError):
         connect("ws://user:pw@example.com/")
 

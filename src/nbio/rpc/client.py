@@ -538,6 +538,8 @@ class Client(Peer):
 
     Options: ``router`` (handlers for calls from the server), ``codec`` (JSON by default;
     e.g. :class:`~nbio.rpc.codec.MsgpackCodec`), ``coders`` (e.g. ``[GzipCoder()]``),
+    ``ssl`` (``True`` or a client :class:`ssl.SSLContext`) makes it a TLS connection, with
+    ``server_hostname`` (default: ``host``) as the name sent and verified.
     ``timeout`` (default per-call timeout; None waits forever), ``connect_timeout``,
     ``keepalive`` (send a ping every so many seconds), ``read_timeout`` (close when nothing
     arrives for so long), ``reconnect`` (dial again after a lost connection, every
@@ -559,6 +561,8 @@ class Client(Peer):
         "_path",
         "_port",
         "_reconnect_task",
+        "_server_hostname",
+        "_ssl",
         "_tasks",
         "_timeout",
         "on_reconnect",
@@ -587,9 +591,13 @@ class Client(Peer):
         on_reconnect: Optional[Callable[[Client], Any]] = None,
         max_body_len: int = DEFAULT_MAX_BODY_LEN,
         engine: Optional[Engine] = None,
+        ssl: Any = None,
+        server_hostname: Optional[str] = None,
     ) -> None:
         if path is None and (host is None or port is None):
             raise ValueError("Client needs host and port, or path")
+        self._ssl = ssl
+        self._server_hostname = server_hostname
         super().__init__(self, router or Router(), codec, tuple(coders), max_body_len, read_timeout)
         self._host = host
         self._port = port
@@ -642,10 +650,15 @@ class Client(Peer):
     async def _dial(self) -> None:
         engine = self._engine or get_engine()
         self._engine = engine
+        tls: Dict[str, Any] = {}
+        if self._ssl:
+            tls = {"ssl": self._ssl, "server_hostname": self._server_hostname}
         if self._path is not None:
-            await engine.dial(self._handler, path=self._path, timeout=self._connect_timeout)
+            await engine.dial(self._handler, path=self._path, timeout=self._connect_timeout, **tls)
         else:
-            await engine.dial(self._handler, self._host, self._port, timeout=self._connect_timeout)
+            await engine.dial(
+                self._handler, self._host, self._port, timeout=self._connect_timeout, **tls
+            )
 
     def _opened(self, conn: Any) -> None:
         self._reader.reset()

@@ -95,18 +95,20 @@ class Server:
         *,
         path: Optional[str] = None,
         reuse_port: Optional[bool] = None,
+        ssl: Any = None,
     ) -> Any:
         """Listen on TCP ``host:port`` (port 0 picks one) or on the Unix socket ``path``;
-        returns the bound address. May be called several times."""
+        returns the bound address. May be called several times. With ``ssl`` (a server
+        :class:`ssl.SSLContext`) the connections are TLS."""
         if self._shutting_down:
             raise RuntimeError("server is shut down")
         self._bind_loop()
         engine = self._engine or get_engine()
         self._engine = engine
         if path is not None:
-            listener = engine.listen(self._handler, path=path, reuse_port=reuse_port)
+            listener = engine.listen(self._handler, path=path, reuse_port=reuse_port, ssl=ssl)
         else:
-            listener = engine.listen(self._handler, host, port, reuse_port=reuse_port)
+            listener = engine.listen(self._handler, host, port, reuse_port=reuse_port, ssl=ssl)
         self._listeners.append(listener)
         return listener.address
 

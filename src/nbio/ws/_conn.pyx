@@ -165,7 +165,10 @@ cdef class EngineSide:
         self.dispatch = dispatch
 
     def on_data(self, conn, data):
-        cdef WebSocketConn ws = <WebSocketConn>(<ConnBase>conn).session
+        # Plain engine connections are ConnBase objects (C fields); TLS connections
+        # (nbio.engine.tls.TLSConn) offer the same API in Python.
+        cdef bint plain = isinstance(conn, ConnBase)
+        cdef WebSocketConn ws = <WebSocketConn>((<ConnBase>conn).session if plain else conn.session)
         cdef Py_buffer *b
         cdef Py_buffer view
         if (ws._w & (W_PING_SENT | W_RECEIVED)) != W_RECEIVED:
@@ -173,7 +176,10 @@ cdef class EngineSide:
             if ws._w & W_PING_SENT:
                 ws._w &= ~W_PING_SENT
                 if not (ws._w & W_CLOSE_WAIT):
-                    (<ConnBase>conn).read_dl = 0
+                    if plain:
+                        (<ConnBase>conn).read_dl = 0
+                    else:
+                        conn.set_read_deadline(None)
         try:
             if PyMemoryView_Check(data):
                 b = PyMemoryView_GET_BUFFER(data)
@@ -191,7 +197,7 @@ cdef class EngineSide:
             ws._internal_error(exc)
 
     def on_close(self, conn, exc):
-        session = (<ConnBase>conn).session
+        session = (<ConnBase>conn).session if isinstance(conn, ConnBase) else conn.session
         if type(session) is WebSocketConn or isinstance(session, WebSocketConn):
             self.dispatch.lost(<WebSocketConn>session, exc)
 
@@ -234,9 +240,12 @@ cdef class WebSocketConn(WebSocketCore):
         """Write a frame; enforce the dispatch's max write buffer."""
         cdef object c = self._conn
         cdef Py_ssize_t limit = self._disp.max_write_buffer
+        cdef Py_ssize_t queued
         c.write(frame)
-        if limit and (<ConnBase>c).wbuf > limit and self._conn is not None:
-            self._overflow((<ConnBase>c).wbuf, limit)
+        if limit and self._conn is not None:
+            queued = (<ConnBase>c).wbuf if isinstance(c, ConnBase) else c.buffered
+            if queued > limit:
+                self._overflow(queued, limit)
         return 0
 
     cdef int _overflow(self, Py_ssize_t queued, Py_ssize_t limit) except -1:
@@ -377,7 +386,11 @@ cdef class WebSocketConn(WebSocketCore):
     @property
     def buffered(self):
         """Bytes written but not yet taken by the kernel."""
-        return 0 if self._conn is None else (<ConnBase>self._conn).wbuf
+        if self._conn is None:
+            return 0
+        if isinstance(self._conn, ConnBase):
+            return (<ConnBase>self._conn).wbuf
+        return self._conn.buffered
 
     @property
     def remote_address(self):

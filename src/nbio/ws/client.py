@@ -33,21 +33,20 @@ CLIENT_DEFLATE = DeflateConfig()
 
 def _parse_url(url: str) -> tuple[str, int, str, str]:
     parts = urlsplit(url)
-    if parts.scheme == "wss":
-        raise NotImplementedError("wss:// needs TLS, which nbio does not support yet")
-    if parts.scheme != "ws":
+    if parts.scheme not in ("ws", "wss"):
         raise ValueError(f"not a WebSocket URL: {url!r}")
     if parts.hostname is None:
         raise ValueError(f"no host in {url!r}")
     if parts.username or parts.password:
         raise ValueError("credentials in the URL are not supported")
     host = parts.hostname
-    port = parts.port or 80
+    default_port = 443 if parts.scheme == "wss" else 80
+    port = parts.port or default_port
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
     hosthdr = f"[{host}]" if ":" in host else host
-    if port != 80:
+    if port != default_port:
         hosthdr += f":{port}"
     return host, port, target, hosthdr
 
@@ -136,6 +135,8 @@ def connect(
     ping_timeout: Optional[float] = 20.0,
     close_timeout: float = 10.0,
     engine: Any = None,
+    ssl: Any = None,
+    server_hostname: Optional[str] = None,
 ) -> _Connect:
     """Open a WebSocket client connection to ``url`` (``ws://host[:port]/path``).
 
@@ -145,6 +146,8 @@ def connect(
     (``"deflate"``: offer permessage-deflate; a DeflateConfig; None), ``max_size`` (largest
     message received), and as for the server ``max_queue``, ``max_frame_size``,
     ``max_write_buffer``, ``ping_interval`` / ``ping_timeout``, ``close_timeout``.
+    ``wss://`` URLs use TLS: ``ssl`` is a client :class:`ssl.SSLContext` (default: a
+    verifying one) and ``server_hostname`` overrides the name sent and checked.
     Raises :class:`~nbio.ws.handshake.HandshakeError` when the server refuses the
     upgrade (``status`` is its HTTP status).
     """
@@ -192,7 +195,13 @@ def connect(
 
         async def run() -> WebSocket:
             nonlocal conn
-            conn = await eng.dial(handshake, host, port)
+            if url.startswith("wss:"):
+                conn = await eng.dial(
+                    handshake, host, port, ssl=ssl if ssl is not None else True,
+                    server_hostname=server_hostname or host,
+                )
+            else:
+                conn = await eng.dial(handshake, host, port)
             return await future  # type: ignore[no-any-return]
 
         try:

@@ -382,6 +382,7 @@ def serve(
     path: Optional[str] = None,
     engine: Any = None,
     reuse_port: Optional[bool] = None,
+    ssl: Any = None,
     **options: Any,
 ) -> _Serve:
     """Serve WebSocket connections on ``host:port`` through the nbio HTTP server.
@@ -391,7 +392,7 @@ def serve(
     limits the upgrade to one path (default: any path; other requests get 404). ``engine``
     defaults to a new engine owned by the server. Use as ``async with serve(...) as
     server`` or ``server = await serve(...)``; ``server.close()`` sends Close 1001 to
-    every connection.
+    every connection. With ``ssl`` (a server :class:`ssl.SSLContext`) it serves ``wss://``.
     """
     upgrader = (
         handler if isinstance(handler, WebSocketUpgrader) else WebSocketUpgrader(handler, **options)
@@ -407,6 +408,7 @@ def serve(
             engine=engine,
             reuse_port=reuse_port,
             upgrades={path or "*": upgrader},
+            ssl=ssl,
         )
         return Server(http, upgrader)
 
