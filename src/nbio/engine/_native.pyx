@@ -140,6 +140,19 @@ cdef object _sockaddr_to_py(sockaddr *sa, socklen_t salen):
     return _decode_sockaddr(PyBytes_FromStringAndSize(<char *>sa, salen))
 
 
+cdef object _socket_address(int fd, bint peer):
+    """``getpeername``/``getsockname`` of ``fd`` decoded, or None (closed socket)."""
+    cdef sockaddr_storage ss
+    cdef socklen_t n = sizeof(ss)
+    cdef int rc
+    if fd < 0:
+        return None
+    rc = getpeername(fd, <sockaddr *>&ss, &n) if peer else getsockname(fd, <sockaddr *>&ss, &n)
+    if rc != 0:
+        return None
+    return _sockaddr_to_py(<sockaddr *>&ss, n)
+
+
 def _decode_sockaddr(bytes raw):
     """Decode raw ``struct sockaddr`` bytes (AF_INET, AF_INET6, AF_UNIX)."""
     import struct
@@ -197,20 +210,12 @@ cdef class Conn(ConnBase):
     @property
     def local_address(self):
         """The local socket address (as the socket module formats it)."""
-        cdef sockaddr_storage ss
-        cdef socklen_t n = sizeof(ss)
-        if self.fd < 0 or getsockname(self.fd, <sockaddr *>&ss, &n) != 0:
-            return None
-        return _sockaddr_to_py(<sockaddr *>&ss, n)
+        return _socket_address(self.fd, False)
 
     @property
     def remote_address(self):
         """The peer's socket address (as the socket module formats it)."""
-        cdef sockaddr_storage ss
-        cdef socklen_t n = sizeof(ss)
-        if self.fd < 0 or getpeername(self.fd, <sockaddr *>&ss, &n) != 0:
-            return None
-        return _sockaddr_to_py(<sockaddr *>&ss, n)
+        return _socket_address(self.fd, True)
 
     cpdef write(self, object data):
         """Send ``data`` (any bytes-like object). What the kernel cannot take now is copied
