@@ -25,6 +25,7 @@ cdef class Hub:
     cdef readonly object on_eof
     cdef readonly object on_drain
     cpdef log_error(self, object conn, str where, object exc)
+    cpdef notify_close(self, object conn, object exc)
 
 
 cdef class ConnBase:

@@ -73,6 +73,14 @@ cdef class Hub:
         if self.on_data is None:
             raise TypeError(f"handler {handler!r} has no on_data(conn, data) method")
 
+    cpdef notify_close(self, object conn, object exc):
+        """Call the handler's ``on_close(conn, exc)``; what it raises is logged."""
+        if self.on_close is not None:
+            try:
+                self.on_close(conn, exc)
+            except Exception as cb_exc:
+                self.log_error(conn, "on_close", cb_exc)
+
     cpdef log_error(self, object conn, str where, object exc):
         logger.error("nbio: %s raised in %s for %r", type(exc).__name__, where, conn,
                      exc_info=(type(exc), exc, exc.__traceback__))

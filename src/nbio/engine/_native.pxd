@@ -16,7 +16,6 @@ cdef class WriteQueue:
 cdef class Conn(ConnBase):
     cdef WriteQueue wq
     cdef int _read(self) except -1
-    cdef int _deliver(self, Py_ssize_t n) except -1
     cdef int _on_eof(self) except -1
     cdef int _enqueue(self, const char *p, Py_ssize_t n) except -1
     cdef int _flush(self) except -1
@@ -82,6 +81,7 @@ cdef class NativeEngine:
     cdef int _mem_resume(self) except -1
     cdef int _wake_drain(self, Conn conn, object exc) except -1
     cdef Conn _new_conn(self, int fd, Hub hub, unsigned int flags)
+    cdef int _deliver(self, object conn, Hub hub, Py_ssize_t n) except -1
     cdef object _read_view(self, Py_ssize_t n)
     cdef int _view_escaped(self, object mv) except -1
     cdef _dial_ready(self, int fd)

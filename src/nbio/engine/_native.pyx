@@ -392,7 +392,7 @@ cdef class Conn(ConnBase):
                 eng.bytes_in += n
                 if self.idle_ticks:
                     self.idle_dl = eng.tick + self.idle_ticks
-                self._deliver(n)
+                eng._deliver(self, self.hub, n)
                 if self.flags & (F_CLOSED | F_CLOSING | F_PAUSED | F_MEM_PAUSED):
                     return 0
                 if n < eng.read_buffer_size:
@@ -408,18 +408,6 @@ cdef class Conn(ConnBase):
                     continue
                 self._close(_os_error(err))
                 return 0
-        return 0
-
-    cdef int _deliver(self, Py_ssize_t n) except -1:
-        cdef NativeEngine eng = <NativeEngine>self.hub.engine
-        cdef object mv = eng._read_view(n)
-        try:
-            self.hub.on_data(self, mv)
-        except Exception as exc:
-            self.hub.log_error(self, "on_data", exc)
-            self._close(exc)
-        if _refcnt(<PyObject *>mv) > 2:
-            eng._view_escaped(mv)
         return 0
 
     cdef int _on_eof(self) except -1:
@@ -592,11 +580,7 @@ cdef class Conn(ConnBase):
             c_close(fd)
         if eng.drain_waiters:
             eng._wake_drain(self, exc if exc is not None else ConnectionClosed(None, "connection closed"))
-        if self.hub.on_close is not None:
-            try:
-                self.hub.on_close(self, exc)
-            except Exception as cb_exc:
-                self.hub.log_error(self, "on_close", cb_exc)
+        self.hub.notify_close(self, exc)
         return 0
 
 
@@ -662,11 +646,7 @@ cdef class UdpConn(ConnBase):
             return
         self.flags |= F_CLOSED
         self.sock.peers.pop(self.addr, None)
-        if self.hub.on_close is not None:
-            try:
-                self.hub.on_close(self, exc)
-            except Exception as cb_exc:
-                self.hub.log_error(self, "on_close", cb_exc)
+        self.hub.notify_close(self, exc)
         if self.sock.connected:
             self.sock.close()
 
@@ -736,14 +716,7 @@ cdef class UdpSocket:
                     continue
             if conn.idle_ticks:
                 conn.idle_dl = eng.tick + conn.idle_ticks
-            mv = eng._read_view(n)
-            try:
-                self.hub.on_data(conn, mv)
-            except Exception as exc:
-                self.hub.log_error(conn, "on_data", exc)
-                conn._close(exc)
-            if _refcnt(<PyObject *>mv) > 2:
-                eng._view_escaped(mv)
+            eng._deliver(conn, self.hub, n)
         return 0
 
     def close(self):
@@ -754,11 +727,7 @@ cdef class UdpSocket:
         self.closed = True
         for conn in list(self.peers.values()):
             (<UdpConn>conn).flags |= F_CLOSED
-            if self.hub.on_close is not None:
-                try:
-                    self.hub.on_close(conn, None)
-                except Exception as exc:
-                    self.hub.log_error(conn, "on_close", exc)
+            self.hub.notify_close(conn, None)
         self.peers.clear()
         eng.listeners.discard(self)
         eng._unregister(self.fd)
@@ -972,6 +941,19 @@ cdef class NativeEngine:
         self.kinds[fd] = K_NONE
         if p != NULL:
             Py_DECREF(<object>p)
+        return 0
+
+    cdef int _deliver(self, object conn, Hub hub, Py_ssize_t n) except -1:
+        """Hand the first ``n`` bytes of the read buffer to ``hub``'s ``on_data``; a handler
+        that raises is logged and its connection closed with the exception."""
+        cdef object mv = self._read_view(n)
+        try:
+            hub.on_data(conn, mv)
+        except Exception as exc:
+            hub.log_error(conn, "on_data", exc)
+            conn.abort(exc)
+        if _refcnt(<PyObject *>mv) > 2:
+            self._view_escaped(mv)
         return 0
 
     cdef object _read_view(self, Py_ssize_t n):

@@ -116,12 +116,7 @@ class PortableConn(ConnBase, asyncio.Protocol):
         reason = self._close_reason if self._close_reason is not None else exc
         if eng.drain_waiters:
             eng.wake_drain(self, reason or ConnectionClosed(None, "connection closed"))
-        on_close = self._hub.on_close
-        if on_close is not None:
-            try:
-                on_close(self, reason)
-            except Exception as cb_exc:
-                self._hub.log_error(self, "on_close", cb_exc)
+        self._hub.notify_close(self, reason)
 
     # -- public API (see nbio.engine.Conn) ----------------------------------------------------
 
@@ -318,12 +313,7 @@ class PortableUdpConn(ConnBase):
             return
         self._flags |= F_CLOSED
         self._endpoint.peers.pop(self._addr, None)
-        on_close = self._hub.on_close
-        if on_close is not None:
-            try:
-                on_close(self, exc)
-            except Exception as cb_exc:
-                self._hub.log_error(self, "on_close", cb_exc)
+        self._hub.notify_close(self, exc)
         if self._endpoint.connected:
             self._endpoint.close()
 
@@ -404,12 +394,7 @@ class PortableUdp(asyncio.DatagramProtocol):
         self.is_closed = True
         for conn in list(self.peers.values()):
             conn._flags |= F_CLOSED
-            on_close = self.hub.on_close
-            if on_close is not None:
-                try:
-                    on_close(conn, None)
-                except Exception as exc:
-                    self.hub.log_error(conn, "on_close", exc)
+            self.hub.notify_close(conn, None)
         self.peers.clear()
         self.engine.listeners.discard(self)
         if self.transport is not None:
