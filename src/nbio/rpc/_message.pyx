@@ -184,23 +184,29 @@ cdef class Message:
                 f"{'...' if len(self.payload) > 64 else ''})")
 
 
+cdef bytes _method_utf8(object method, const char** mp, Py_ssize_t* ml):
+    """Point ``mp``/``ml`` at the method's UTF-8 bytes; returns the bytes object that must
+    stay alive while they are used (None when they live in the str itself)."""
+    cdef bytes mb
+    if type(method) is str:
+        try:
+            mp[0] = PyUnicode_AsUTF8AndSize(method, ml)
+            return None
+        except UnicodeEncodeError:
+            pass
+    mb = _method_bytes(method)
+    mp[0] = PyBytes_AS_STRING(mb)
+    ml[0] = PyBytes_GET_SIZE(mb)
+    return mb
+
+
 cpdef bytes encode(int cmd, object method, uint64_t seq, object payload=b"", int flags=0,
                    int coder_flags=0):
     """Build one frame. ``cmd`` is the whole command byte (a stream's bits included);
     ``payload`` is bytes-like (a str is sent as UTF-8)."""
     cdef Py_ssize_t ml
     cdef const char* mp
-    cdef bytes mb = None
-    if type(method) is str:
-        try:
-            mp = PyUnicode_AsUTF8AndSize(method, &ml)
-        except UnicodeEncodeError:
-            mb = _method_bytes(method)
-    else:
-        mb = _method_bytes(method)
-    if mb is not None:
-        mp = PyBytes_AS_STRING(mb)
-        ml = PyBytes_GET_SIZE(mb)
+    cdef bytes mb = _method_utf8(method, &mp, &ml)
     cdef Py_buffer view
     cdef const char* pp
     cdef Py_ssize_t plen
@@ -253,17 +259,7 @@ cpdef bytes encode_header(int cmd, object method, uint64_t seq, Py_ssize_t paylo
     separately, e.g. with writev."""
     cdef Py_ssize_t ml
     cdef const char* mp
-    cdef bytes mb = None
-    if type(method) is str:
-        try:
-            mp = PyUnicode_AsUTF8AndSize(method, &ml)
-        except UnicodeEncodeError:
-            mb = _method_bytes(method)
-    else:
-        mb = _method_bytes(method)
-    if mb is not None:
-        mp = PyBytes_AS_STRING(mb)
-        ml = PyBytes_GET_SIZE(mb)
+    cdef bytes mb = _method_utf8(method, &mp, &ml)
     cdef bytes out
     cdef unsigned char* o
     if cmd < 0 or cmd > 255 or flags < 0 or flags > 255 or coder_flags < 0 or coder_flags > 255:
