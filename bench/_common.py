@@ -15,6 +15,7 @@ Only the standard library is used here, so load generators can import this modul
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import ctypes
 import json
@@ -115,6 +116,69 @@ def rss_bytes(pid: int) -> int:
 def fd_count(pid: int) -> int:
     """Number of open file descriptors of process ``pid``."""
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class CpuSampler:
+    """CPU readings of a server process (and of this process) at the two ends of a steady
+    phase, taken together with the load generator's message count so that the CPU window and
+    the message window are the same.
+
+    ``take(count)`` once at the start and once at the end, then :meth:`window` gives the
+    deltas: ``dt``, ``count``, ``server_user``, ``server_sys``, ``client_user``,
+    ``client_sys`` and, when ``watch_cpus`` (default: the cores of this process and of the
+    server), ``cores_busy`` (busy seconds of those cores, which reveals foreign load) and
+    ``cores``.
+    """
+
+    def __init__(self, server_pid: int, watch_cpus: bool = False) -> None:
+        self.server_pid = server_pid
+        self.samples: list[dict[str, float]] = []
+        self.cpus = (
+            os.sched_getaffinity(0) | os.sched_getaffinity(server_pid) if watch_cpus else None
+        )
+
+    def take(self, count: int) -> None:
+        """Record the server's and this process's CPU times with the current ``count``."""
+        su, ss = cpu_times(self.server_pid)
+        t = os.times()
+        sample = {
+            "t": time.monotonic(), "count": count, "su": su, "ss": ss,
+            "cu": t.user, "cs": t.system,
+        }
+        if self.cpus is not None:
+            sample["busy"] = cpus_busy(self.cpus)
+        self.samples.append(sample)
+
+    def window(self) -> dict[str, float]:
+        """Deltas between the first and the last sample."""
+        a, b = self.samples[0], self.samples[-1]
+        out = {
+            "dt": b["t"] - a["t"],
+            "count": b["count"] - a["count"],
+            "server_user": b["su"] - a["su"],
+            "server_sys": b["ss"] - a["ss"],
+            "client_user": b["cu"] - a["cu"],
+            "client_sys": b["cs"] - a["cs"],
+        }
+        if self.cpus is not None:
+            out["cores_busy"] = b["busy"] - a["busy"]
+            out["cores"] = len(self.cpus)
+        return out
+
+    def per_unit(self, unit: str) -> dict[str, float]:
+        """The usual figures of a steady phase, per ``unit`` (e.g. "msg"): ``UNITs_per_s``,
+        ``user_us_per_UNIT``, ``total_us_per_UNIT``, ``server_cpu_pct``, ``client_cpu_pct``."""
+        w = self.window()
+        n, dt = w["count"], w["dt"]
+        if n <= 0:
+            raise RuntimeError(f"no {unit} completed in the steady phase")
+        return {
+            f"{unit}s_per_s": n / dt,
+            f"user_us_per_{unit}": w["server_user"] / n * 1e6,
+            f"total_us_per_{unit}": (w["server_user"] + w["server_sys"]) / n * 1e6,
+            "server_cpu_pct": (w["server_user"] + w["server_sys"]) / dt * 100,
+            "client_cpu_pct": (w["client_user"] + w["client_sys"]) / dt * 100,
+        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,6 +396,26 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         print(line(r))
 
 
+def add_role_args(parser: Any, roles: Sequence[str] = ("bench", "client")) -> None:
+    """The hidden options every bench passes to its own child processes: ``--role`` (the first
+    of ``roles`` is the default: the driver), ``--port`` and ``--server-pid``."""
+    parser.add_argument("--role", choices=tuple(roles), default=roles[0], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
+
+
+def pick_servers(parser: Any, spec: str, known: Sequence[str]) -> list[str]:
+    """The comma-separated server names of ``spec``, in order; unknown names are a usage
+    error of ``parser``."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error(f"unknown server(s): {', '.join(unknown)}; known: {', '.join(known)}")
+    if not names:
+        parser.error("no server selected")
+    return names
+
+
 def ratio(value: float | None, base: float | None) -> float | None:
     """``value / base`` or None when either is missing or the base is zero."""
     if value is None or base is None or base == 0:
@@ -368,6 +452,14 @@ def summarize_rounds(
                 med[f"{fig}_ratio"] = statistics.median(ratios)
         out[name] = med
     return out
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100, nearest rank) of already sorted values."""
+    if not sorted_values:
+        raise ValueError("no values")
+    rank = max(0, math.ceil(q / 100 * len(sorted_values)) - 1)
+    return sorted_values[min(rank, len(sorted_values) - 1)]
 
 
 def emit_json(bench: str, results: dict[str, dict[str, float]], **extra: Any) -> None:

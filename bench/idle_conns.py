@@ -231,21 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         default=1000,
         help="max connections opened but not yet accepted by the server",
     )
-    ap.add_argument(
-        "--role", choices=["driver", "client"], default="driver", help=argparse.SUPPRESS
-    )
-    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
-    ap.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
+    C.add_role_args(ap, ("driver", "client"))
     args = ap.parse_args(argv)
 
     if args.role == "client":
         client_main(args)
         return 0
 
-    names = [n.strip() for n in args.servers.split(",") if n.strip()]
-    unknown = [n for n in names if n not in C.TCP_SERVERS]
-    if unknown:
-        ap.error(f"unknown server(s): {', '.join(unknown)}")
+    names = C.pick_servers(ap, args.servers, C.TCP_SERVERS)
     if args.conns < 1 or args.conns > FD_LIMIT - FD_HEADROOM:
         ap.error(f"--conns must be in 1..{FD_LIMIT - FD_HEADROOM} (per-process fd limit)")
     if args.batch + args.backlog_slack > 2048:

@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import struct
 import sys
 import time
@@ -136,44 +135,21 @@ async def _wait_stdin_eof() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-class Phase:
-    """Samples of the server's CPU and the call count at the start and end of the steady
-    phase; latencies are kept only in between."""
+class Phase(C.CpuSampler):
+    """CPU samples at the start and end of the steady phase (see ``C.CpuSampler``); call
+    latencies are kept only in between."""
 
     def __init__(self, server_pid: int) -> None:
-        self.server_pid = server_pid
-        self.samples: list[dict[str, float]] = []
+        super().__init__(server_pid)
         self.steady = False
         self.latencies: list[float] = []
 
-    def take(self, count: int) -> None:
-        su, ss = C.cpu_times(self.server_pid)
-        t = os.times()
-        self.samples.append(
-            {
-                "t": time.monotonic(),
-                "count": count,
-                "su": su,
-                "ss": ss,
-                "cu": t.user,
-                "cs": t.system,
-            }
-        )
-
     def result(self) -> dict[str, float]:
-        a, b = self.samples
-        calls = b["count"] - a["count"]
-        dt = b["t"] - a["t"]
+        out = self.per_unit("call")
         lat = sorted(self.latencies)
-        return {
-            "calls_per_s": calls / dt,
-            "total_us_per_call": (b["su"] + b["ss"] - a["su"] - a["ss"]) / calls * 1e6,
-            "user_us_per_call": (b["su"] - a["su"]) / calls * 1e6,
-            "p50_ms": statistics.median(lat) * 1e3,
-            "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
-            "server_cpu_pct": (b["su"] + b["ss"] - a["su"] - a["ss"]) / dt * 100,
-            "client_cpu_pct": (b["cu"] + b["cs"] - a["cu"] - a["cs"]) / dt * 100,
-        }
+        out["p50_ms"] = C.percentile(lat, 50) * 1e3
+        out["p99_ms"] = C.percentile(lat, 99) * 1e3
+        return out
 
 
 async def _drive(phase: Phase, count: Any, warmup: float, seconds: float) -> None:
@@ -347,11 +323,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--role", choices=("bench", "server", "client"), default="bench")
+    C.add_role_args(ap, ("bench", "server", "client"))
     ap.add_argument("--server", default="")
     ap.add_argument("--servers", default=",".join(SERVERS))
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--server-pid", type=int, default=0)
     ap.add_argument("--conns", type=int, default=10)
     ap.add_argument("--callers", type=int, default=100)
     ap.add_argument("--warmup", type=float, default=1.0)
@@ -367,7 +341,7 @@ def main() -> None:
     if args.seconds < 3:
         ap.error("--seconds must be >= 3 (steady phase)")
     C.install_cleanup()
-    names = [n for n in args.servers.split(",") if n]
+    names = C.pick_servers(ap, args.servers, SERVERS)
     print(f"rpc_echo  {C.machine_info()}")
     print(
         f"payload {PAYLOAD_SIZE} B, {args.callers} callers over {args.conns} connections, "

@@ -57,32 +57,6 @@ def _messages(conns: int, size: int) -> list[bytes]:
     return out
 
 
-class _Marks:
-    """Samples taken by the generator at the start and the end of the steady phase."""
-
-    def __init__(self, server_pid: int) -> None:
-        self.server_pid = server_pid
-        self.samples: list[dict[str, float]] = []
-        # The cores server and generator run on: their busy time reveals foreign load.
-        self.cpus = os.sched_getaffinity(0) | os.sched_getaffinity(server_pid)
-
-    def take(self, count: int) -> None:
-        su, ss = C.cpu_times(self.server_pid)
-        t = os.times()
-        self.samples.append(
-            {
-                "t": time.monotonic(),
-                "count": count,
-                "su": su,
-                "ss": ss,
-                "cu": t.user,
-                "cs": t.system,
-                "busy": C.cpus_busy(self.cpus),
-                "ncpu": len(self.cpus),
-            }
-        )
-
-
 def _connect(port: int, conns: int) -> list[socket.socket]:
     socks = []
     for _ in range(conns):
@@ -94,7 +68,7 @@ def _connect(port: int, conns: int) -> list[socket.socket]:
 
 
 def run_epoll(
-    port: int, conns: int, size: int, warmup: float, seconds: float, marks: _Marks
+    port: int, conns: int, size: int, warmup: float, seconds: float, marks: C.CpuSampler
 ) -> None:
     """Raw non-blocking sockets + level-triggered ``select.epoll`` in a tight loop."""
     socks = _connect(port, conns)
@@ -147,7 +121,7 @@ def run_epoll(
 
 
 def run_uvloop(
-    port: int, conns: int, size: int, warmup: float, seconds: float, marks: _Marks
+    port: int, conns: int, size: int, warmup: float, seconds: float, marks: C.CpuSampler
 ) -> None:
     """A uvloop ``asyncio.Protocol`` client: ``data_received`` -> ``transport.write``."""
     import uvloop
@@ -220,25 +194,9 @@ CLIENTS: dict[str, Callable[..., None]] = {"uvloop": run_uvloop, "epoll": run_ep
 
 
 def client_main(args: argparse.Namespace) -> None:
-    marks = _Marks(args.server_pid)
+    marks = C.CpuSampler(args.server_pid, watch_cpus=True)
     CLIENTS[args.client](args.port, args.conns, args.size, args.warmup, args.seconds, marks)
-    a, b = marks.samples
-    print(
-        "RESULT "
-        + json.dumps(
-            {
-                "dt": b["t"] - a["t"],
-                "msgs": b["count"] - a["count"],
-                "server_user": b["su"] - a["su"],
-                "server_sys": b["ss"] - a["ss"],
-                "client_user": b["cu"] - a["cu"],
-                "client_sys": b["cs"] - a["cs"],
-                "cores_busy": b["busy"] - a["busy"],
-                "cores": b["ncpu"],
-            }
-        ),
-        flush=True,
-    )
+    print("RESULT " + json.dumps(marks.window()), flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,7 +221,7 @@ def run_one(
             raise RuntimeError(f"{name} died during the run")
     finally:
         server.stop()
-    msgs, dt = raw["msgs"], raw["dt"]
+    msgs, dt = raw["count"], raw["dt"]
     if msgs <= 0:
         raise RuntimeError(f"{name}: no message echoed in the steady phase")
     user, total = raw["server_user"], raw["server_user"] + raw["server_sys"]
@@ -386,21 +344,14 @@ def main(argv: list[str] | None = None) -> int:
         help=f"repeat a run disturbed by > {OTHER_LOAD_PCT:g}%% other load up to this many "
         "times, keep the least disturbed",
     )
-    ap.add_argument(
-        "--role", choices=["driver", "client"], default="driver", help=argparse.SUPPRESS
-    )
-    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
-    ap.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
+    C.add_role_args(ap, ("driver", "client"))
     args = ap.parse_args(argv)
 
     if args.role == "client":
         client_main(args)
         return 0
 
-    names = [n.strip() for n in args.servers.split(",") if n.strip()]
-    unknown = [n for n in names if n not in C.TCP_SERVERS]
-    if unknown:
-        ap.error(f"unknown server(s): {', '.join(unknown)}")
+    names = C.pick_servers(ap, args.servers, C.TCP_SERVERS)
     if args.seconds < 3:
         C.warn("--seconds < 3: shorter than the steady phase BENCHMARKS.md asks for")
     C.install_cleanup()

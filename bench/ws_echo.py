@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import sys
-import time
 from typing import Any, Dict, List
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -67,26 +66,14 @@ async def _client(
     ]
     await asyncio.sleep(warmup)
 
-    def sample() -> Dict[str, float]:
-        su, ss = C.cpu_times(server_pid)
-        t = os.times()
-        return {"t": time.monotonic(), "n": count, "su": su, "ss": ss, "cu": t.user, "cs": t.system}
-
-    a = sample()
+    sampler = C.CpuSampler(server_pid)
+    sampler.take(count)
     await asyncio.sleep(seconds)
-    b = sample()
+    sampler.take(count)
     for tr in transports:
         tr.send_close()
         tr.disconnect()
-    n = b["n"] - a["n"]
-    dt = b["t"] - a["t"]
-    return {
-        "msgs_per_s": n / dt,
-        "user_us_per_msg": (b["su"] - a["su"]) / n * 1e6,
-        "total_us_per_msg": (b["su"] + b["ss"] - a["su"] - a["ss"]) / n * 1e6,
-        "server_cpu_pct": (b["su"] + b["ss"] - a["su"] - a["ss"]) / dt * 100,
-        "client_cpu_pct": (b["cu"] + b["cs"] - a["cu"] - a["cs"]) / dt * 100,
-    }
+    return sampler.per_unit("msg")
 
 
 def client_main(args: argparse.Namespace) -> None:
@@ -139,22 +126,20 @@ def run_one(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--role", default="bench", choices=["bench", "client"])
+    C.add_role_args(parser)
     parser.add_argument("--servers", default=",".join(WS_SERVERS))
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--conns", type=int, default=64)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--server-pid", type=int, default=0)
     args = parser.parse_args()
     if args.role == "client":
         client_main(args)
         return
     C.install_cleanup()
     server_cpu, client_cpu = C.cpu_layout()
-    names = [n for n in args.servers.split(",") if n]
+    names = C.pick_servers(parser, args.servers, WS_SERVERS)
     print(
         f"# {BENCH}: {args.conns} connections, {args.size}-byte binary echo, "
         f"{args.seconds:g} s steady phase; {C.machine_info()}"

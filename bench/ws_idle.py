@@ -124,12 +124,11 @@ def run_one(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--role", default="bench", choices=["bench", "client"])
+    C.add_role_args(parser)
     parser.add_argument("--servers", default=",".join(WS_SERVERS))
     parser.add_argument("--conns", type=int, default=10_000)
     parser.add_argument("--idle", type=float, default=2.0)
     parser.add_argument("--batch", type=int, default=250)
-    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     if args.role == "client":
         client_main(args)
@@ -138,7 +137,7 @@ def main() -> None:
         parser.error(f"--conns must stay under the {FD_LIMIT} fd limit of one process")
     C.install_cleanup()
     server_cpu, client_cpu = C.cpu_layout()
-    names = [n for n in args.servers.split(",") if n]
+    names = C.pick_servers(parser, args.servers, WS_SERVERS)
     print(f"# {BENCH}: {args.conns} idle WebSocket connections; {C.machine_info()}")
     results = {name: run_one(name, args, server_cpu, client_cpu) for name in names}
     C.print_table(
