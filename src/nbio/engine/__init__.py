@@ -240,6 +240,7 @@ class Engine:
         server_hostname: Optional[str] = None,
         ssl_handshake_timeout: float = 10.0,
         ssl_session: Optional[_ssl.SSLSession] = None,
+        local_addr: Optional[tuple] = None,
     ) -> Any:
         """Connect to ``host:port`` (or the Unix socket ``path``) without blocking; returns
         the connection once established (``on_open`` has run). Raises OSError (e.g.
@@ -248,7 +249,11 @@ class Engine:
         With ``ssl`` (``True`` for a verifying default context, or a client
         :class:`ssl.SSLContext`) the connection is TLS and is returned after the handshake;
         ``server_hostname`` (default: ``host``) is sent as SNI and verified;
-        ``ssl_session`` resumes an earlier session (``conn.tls_session``)."""
+        ``ssl_session`` resumes an earlier session (``conn.tls_session``).
+
+        ``local_addr`` (``(host, port)``, TCP only) binds the socket before connecting,
+        e.g. to spread many connections over several source addresses; with port 0 the
+        source port is picked per destination (Linux ``IP_BIND_ADDRESS_NO_PORT``)."""
         self._check_open()
         if ssl:
             context = default_client_context() if ssl is True else ssl
@@ -262,7 +267,9 @@ class Engine:
                 session=ssl_session,
                 waiter=waiter,
             )
-            raw = await self.dial(layer, host, port, path=path, timeout=timeout)
+            raw = await self.dial(
+                layer, host, port, path=path, timeout=timeout, local_addr=local_addr
+            )
             try:
                 return await waiter
             except BaseException:
@@ -271,13 +278,15 @@ class Engine:
         family: int
         addr: Any
         if path is not None:
+            if local_addr is not None:
+                raise ValueError("local_addr applies to TCP dials, not to a Unix socket path")
             family, addr = socket.AF_UNIX, path
         else:
             if host is None or port is None:
                 raise ValueError("dial needs host and port, or path")
             family, addr = await _sockets.resolve(self.loop, host, port)
         if self.backend == "native":
-            sock, _ = _sockets.start_connect(family, addr)
+            sock, _ = _sockets.start_connect(family, addr, local_addr)
             fut = self._impl.start_dial(sock, handler, path is not None)
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout)
@@ -290,6 +299,8 @@ class Engine:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
+            if local_addr is not None:
+                _sockets.bind_local(sock, local_addr)
             return await asyncio.wait_for(
                 self._impl.dial(sock, addr, handler, path is not None), timeout
             )

@@ -13,7 +13,7 @@ import socket
 import stat
 from typing import Any, Optional, Tuple
 
-__all__ = ["listen_socket", "resolve", "udp_socket"]
+__all__ = ["bind_local", "listen_socket", "resolve", "start_connect", "udp_socket"]
 
 
 def _unlink_stale_unix_socket(path: str) -> None:
@@ -100,10 +100,38 @@ async def resolve(
     return family, addr
 
 
-def start_connect(family: int, addr: Any) -> Tuple[socket.socket, bool]:
-    """Create a non-blocking stream socket and start connecting; returns (socket, connected)."""
+#: Linux ``IP_BIND_ADDRESS_NO_PORT`` (not exported by every Python's socket module).
+_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def bind_local(sock: socket.socket, local_addr: Tuple[Any, ...]) -> None:
+    """Bind a socket about to connect to ``local_addr`` (``(host, port)``).
+
+    With port 0 on Linux, ``IP_BIND_ADDRESS_NO_PORT`` defers the choice of the source port
+    to ``connect()``, which picks it per destination: many connections from one source
+    address then do not exhaust its ephemeral ports. Raises OSError (e.g.
+    EADDRNOTAVAIL, EADDRINUSE)."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and local_addr[1] == 0:
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+        except OSError:  # pragma: no cover - not Linux
+            pass
+    sock.bind(local_addr)
+
+
+def start_connect(
+    family: int, addr: Any, local_addr: Optional[Tuple[Any, ...]] = None
+) -> Tuple[socket.socket, bool]:
+    """Create a non-blocking stream socket (bound to ``local_addr`` if given) and start
+    connecting; returns (socket, connected)."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)
+    if local_addr is not None:
+        try:
+            bind_local(sock, local_addr)
+        except BaseException:
+            sock.close()
+            raise
     err = sock.connect_ex(addr)
     if err == 0:
         return sock, True
