@@ -30,8 +30,10 @@ __all__ = [
     "NbioError",
     "NotConnected",
     "ProtocolError",
+    "RequestNotProcessed",
     "RpcError",
     "RpcTimeout",
+    "StreamReset",
     "TooManyConnections",
     "WriteBufferOverflow",
 ]
@@ -136,3 +138,19 @@ class BackplaneError(NbioError):
 class BackplaneUnavailable(BackplaneError, ConnectionError):
     """The backplane's broker is unreachable: publishes are dropped (and counted) until it
     reconnects, and messages published elsewhere meanwhile do not arrive."""
+
+
+class StreamReset(NbioError, ConnectionError):
+    """The peer reset an HTTP/2 or HTTP/3 stream (RST_STREAM / RESET_STREAM): the request
+    failed. ``error_code`` is the protocol's error code, ``stream_id`` the stream."""
+
+    def __init__(self, error_code: int, stream_id: int, reason: str = "") -> None:
+        super().__init__(reason or f"stream {stream_id} reset by the peer "
+                                   f"(error code {error_code})")
+        self.error_code = error_code
+        self.stream_id = stream_id
+
+
+class RequestNotProcessed(ConnectionClosed):
+    """The server did not process the request (an HTTP/2 GOAWAY below its stream, or
+    REFUSED_STREAM): sending it again, on another connection, is safe."""
