@@ -11,9 +11,44 @@ from nbio.engine import BACKENDS, Engine
 from nbio.rpc import Client, Router, Server
 from nbio.rpc.message import HEADER_SIZE, parse_frame
 
-__all__ = ["BACKENDS", "RawPeer", "open_raw", "serving", "wait_until"]
+__all__ = [
+    "BACKENDS",
+    "GOLDEN_ANSWER",
+    "GOLDEN_CALL",
+    "RawPeer",
+    "echo_router",
+    "open_raw",
+    "serving",
+    "wait_until",
+]
 
 _U32 = struct.Struct("<I")
+
+#: A call of "/echo" with seq 2 and body b"hello", and its answer, byte for byte as arpc (Go)
+#: puts them on the wire.
+GOLDEN_CALL = bytes.fromhex("0a000000 00 01 00 05 0200000000000000 2f6563686f 68656c6c6f")
+GOLDEN_ANSWER = bytes.fromhex("0a000000 00 02 00 05 0200000000000000 2f6563686f 68656c6c6f")
+
+
+def echo_router() -> Router:
+    """ "/echo" returns the raw body, "/add" sums two numbers, "/aecho" echoes asynchronously."""
+    r = Router()
+
+    @r.handle("/echo")
+    def echo(ctx: Any) -> Any:
+        return ctx.bind(bytes)
+
+    @r.handle("/add")
+    def add(ctx: Any) -> Any:
+        a, b = ctx.bind()
+        return a + b
+
+    @r.handle("/aecho")
+    async def aecho(ctx: Any) -> Any:
+        await asyncio.sleep(0)
+        return ctx.bind()
+
+    return r
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator, Dict, List, Tuple, cast
 
 import aiohttp
 import pytest
-from tests.rpc._support import BACKENDS
+from tests.rpc._support import BACKENDS, GOLDEN_ANSWER, GOLDEN_CALL
 
 from nbio.engine import Engine
 from nbio.errors import NotConnected, ProtocolError, RpcError, RpcTimeout
@@ -28,9 +28,6 @@ from nbio.rpc.message import (
     parse_frame,
 )
 from nbio.rpc.transport_http import HttpRpcClient, HttpRpcEndpoint
-
-GOLDEN_CALL = bytes.fromhex("0a000000 00 01 00 05 0200000000000000 2f6563686f 68656c6c6f")
-GOLDEN_ANSWER = bytes.fromhex("0a000000 00 02 00 05 0200000000000000 2f6563686f 68656c6c6f")
 
 
 class App:

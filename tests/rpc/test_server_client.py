@@ -9,7 +9,15 @@ import tempfile
 from typing import Any, List
 
 import pytest
-from tests.rpc._support import BACKENDS, client_for, open_raw, serving
+from tests.rpc._support import (
+    BACKENDS,
+    GOLDEN_ANSWER,
+    GOLDEN_CALL,
+    client_for,
+    echo_router,
+    open_raw,
+    serving,
+)
 
 from nbio.errors import ConnectionLost, RpcError, RpcTimeout
 from nbio.rpc import Client, Router, Server
@@ -26,30 +34,6 @@ from nbio.rpc.message import (
 )
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)
-
-GOLDEN_CALL = bytes.fromhex("0a000000 00 01 00 05 0200000000000000 2f6563686f 68656c6c6f")
-GOLDEN_ANSWER = bytes.fromhex("0a000000 00 02 00 05 0200000000000000 2f6563686f 68656c6c6f")
-
-
-def echo_router() -> Router:
-    r = Router()
-
-    @r.handle("/echo")
-    def echo(ctx: Any) -> Any:
-        return ctx.bind(bytes)
-
-    @r.handle("/add")
-    def add(ctx: Any) -> Any:
-        a, b = ctx.bind()
-        return a + b
-
-    @r.handle("/aecho")
-    async def aecho(ctx: Any) -> Any:
-        await asyncio.sleep(0)
-        return ctx.bind()
-
-    return r
-
 
 # -- golden bytes ------------------------------------------------------------------------------
 

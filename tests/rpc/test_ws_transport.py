@@ -10,7 +10,14 @@ from typing import Any, AsyncIterator, Dict, List, Tuple
 
 import pytest
 import websockets
-from tests.rpc._support import BACKENDS, client_for, wait_until
+from tests.rpc._support import (
+    BACKENDS,
+    GOLDEN_ANSWER,
+    GOLDEN_CALL,
+    client_for,
+    echo_router,
+    wait_until,
+)
 
 from nbio.engine import Engine
 from nbio.errors import ConnectionLost, NotConnected, RpcError
@@ -34,30 +41,13 @@ from nbio.rpc.transport_ws import (
     split_frames,
 )
 
-GOLDEN_CALL = bytes.fromhex("0a000000 00 01 00 05 0200000000000000 2f6563686f 68656c6c6f")
-GOLDEN_ANSWER = bytes.fromhex("0a000000 00 02 00 05 0200000000000000 2f6563686f 68656c6c6f")
 
-
-def echo_router() -> Router:
-    r = Router()
-
-    @r.handle("/echo")
-    def echo(ctx: Any) -> Any:
-        return ctx.bind(bytes)
-
-    @r.handle("/add")
-    def add(ctx: Any) -> Any:
-        a, b = ctx.bind()
-        return a + b
-
-    @r.handle("/aecho")
-    async def aecho(ctx: Any) -> Any:
-        await asyncio.sleep(0)
-        return ctx.bind()
+def ws_router() -> Router:
+    """``echo_router`` plus "/callback", which calls the WebSocket client back."""
+    r = echo_router()
 
     @r.handle("/callback")
     async def callback(ctx: Any) -> Any:
-        # the server-side peer calls the WebSocket client back
         return await ctx.client.call("/hello", ctx.bind(str), as_type=str, timeout=5)
 
     return r
@@ -69,7 +59,7 @@ async def ws_serving(
 ) -> AsyncIterator[Tuple[Server, str, Engine]]:
     """An RPC server reachable at ``ws://.../rpc`` through the nbio HTTP server."""
     engine = Engine(backend=backend)
-    server = Server(router or echo_router(), engine=engine, **server_kw)
+    server = Server(router or ws_router(), engine=engine, **server_kw)
     endpoint = WebSocketEndpoint(server, **(ws_kw or {}))
     http = await HttpServer.start(
         lambda req: Response("page"),
@@ -215,7 +205,7 @@ async def test_calls_both_ways(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_callback_style_call_and_notify(backend: str) -> None:
-    router = echo_router()
+    router = ws_router()
     seen: asyncio.Queue[Any] = asyncio.Queue()
     router.handle("/note", lambda ctx: seen.put_nowait(ctx.bind()))
     async with ws_serving(backend, router) as (_server, url, engine):
@@ -251,7 +241,7 @@ async def test_broadcast_reaches_websocket_and_tcp_clients(backend: str) -> None
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_streams_over_websocket(backend: str) -> None:
-    router = echo_router()
+    router = ws_router()
 
     async def upper(stream: Any) -> None:
         stream.as_type = str  # str values travel raw
@@ -272,7 +262,7 @@ async def test_streams_over_websocket(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_connect_hook_sees_upgrade_request_and_peer_calls_client(backend: str) -> None:
-    router = echo_router()
+    router = ws_router()
     paths: List[Any] = []
     answers: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -291,7 +281,7 @@ async def test_connect_hook_sees_upgrade_request_and_peer_calls_client(backend: 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_pending_calls_fail_when_the_server_drops_the_connection(backend: str) -> None:
-    router = echo_router()
+    router = ws_router()
     started = asyncio.Event()
 
     @router.handle("/hang")
@@ -343,7 +333,7 @@ async def test_max_connections_applies_to_websocket_peers(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_graceful_shutdown_answers_calls_in_flight(backend: str) -> None:
-    router = echo_router()
+    router = ws_router()
     release = asyncio.Event()
     started = asyncio.Event()
 
@@ -398,7 +388,7 @@ def test_client_rejects_non_websocket_urls() -> None:
 @contextlib.asynccontextmanager
 async def asgi_serving(backend: str, app_for: Any, **server_kw: Any) -> AsyncIterator[Any]:
     engine = Engine(backend=backend)
-    server = Server(echo_router(), engine=engine, **server_kw)
+    server = Server(ws_router(), engine=engine, **server_kw)
     endpoint = WebSocketEndpoint(server)
     asgi = await AsgiServer.start(app_for(endpoint), "127.0.0.1", 0, engine=engine, lifespan="off")
     try:
@@ -467,7 +457,7 @@ class _FakeAsgi:
 
 
 async def test_asgi_read_timeout_and_disconnect_reasons() -> None:
-    server = Server(echo_router(), read_timeout=0.05)
+    server = Server(ws_router(), read_timeout=0.05)
     endpoint = WebSocketEndpoint(server)
     fake = _FakeAsgi()
     scope = {"type": "websocket", "path": "/rpc", "client": ("1.2.3.4", 5), "server": None}
@@ -490,7 +480,7 @@ async def test_asgi_read_timeout_and_disconnect_reasons() -> None:
 
 
 async def test_asgi_http_scope_gets_426_and_shutdown_refuses() -> None:
-    server = Server(echo_router())
+    server = Server(ws_router())
     endpoint = WebSocketEndpoint(server)
     fake = _FakeAsgi()
     await endpoint({"type": "http"}, fake.receive, fake.send)
