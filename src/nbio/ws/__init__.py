@@ -6,6 +6,8 @@
 * Async API like ``websockets``: :func:`serve`, :func:`connect`, :class:`WebSocket`
   (``await ws.recv()``, ``async for message in ws``, ``await ws.send(...)``).
 * :func:`broadcast` frames (and compresses) a message once for many connections.
+* :class:`Rooms`: named groups of connections; ``publish(room, message)`` reaches every
+  member in every process sharing a backplane (:mod:`nbio.ws.rooms`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from nbio.ws.client import connect
 from nbio.ws.connection import WebSocket
 from nbio.ws.deflate import DeflateConfig
 from nbio.ws.handshake import HandshakeError
+from nbio.ws.rooms import Rooms
 from nbio.ws.server import Server, WebSocketUpgrader, adopt, broadcast, serve
 
 __all__ = [
     "DeflateConfig",
     "HandshakeError",
+    "Rooms",
     "Server",
     "WebSocket",
     "WebSocketConn",
