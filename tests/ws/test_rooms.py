@@ -151,7 +151,7 @@ async def test_callback_api_members_get_each_publish_once(engine: str) -> None:
     assert (s["rooms"], s["members"], s["connections"]) == (2, 4, 4)
     assert (s["published"], s["received"], s["sent"]) == (4, 3, 7)
     assert s["backplane"]["subscriptions"] == 2  # one per room, not per connection
-    for c in lobby + [other]:
+    for c in [*lobby, other]:
         await c.close()
     await wait_until(lambda: srv.closed == 4)
     assert rooms.stats()["members"] == 0 and rooms.backplane.stats()["subscriptions"] == 0
@@ -255,9 +255,9 @@ async def test_rooms_with_compression_frame_once_and_clients_decode(backend: str
     deflated = [await websockets.connect(f"ws://{host}:{port}/r/z") for _ in range(2)]
     big = "compress me " * 2000
     rooms.publish("z", big)
-    for c in [plain] + deflated:
+    for c in [plain, *deflated]:
         assert await asyncio.wait_for(c.recv(), 5) == big
-    for c in [plain] + deflated:
+    for c in [plain, *deflated]:
         await c.close()
     await eng.close()
 

@@ -125,7 +125,9 @@ class Rooms:
         :class:`~nbio.errors.ConnectionClosed` for a connection that is no longer open."""
         core = _core(conn)
         if not core.open:
-            raise ConnectionClosed(core.close_code or 1006, core.close_reason or "connection closed")
+            raise ConnectionClosed(
+                core.close_code or 1006, core.close_reason or "connection closed"
+            )
         r = self._rooms.get(room)
         if r is None:
             r = self._rooms[room] = _Room(room)
