@@ -139,6 +139,30 @@ App = Callable[["HttpRequest"], Union[AnyResponse, Awaitable[AnyResponse]]]
 # ---------------------------------------------------------------------------------------------
 
 
+class _AltSvcConnection(ServerConnection):
+    """HTTP/1.1 with an ``Alt-Svc`` field in every final response (``HttpServer.alt_svc``)."""
+
+    def __init__(self, *args: Any, alt_svc: bytes = b"", **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.alt_svc = alt_svc
+
+    def _with(self, status: int, headers: Any) -> Any:
+        return headers if status < 200 else [*headers, (b"alt-svc", self.alt_svc)]
+
+    def respond(
+        self, status: int, headers: Any = (), body: Any = b"", reason: Any = None
+    ) -> bytes:
+        return super().respond(status, self._with(status, headers), body, reason)
+
+    def start_response(self, status: int, headers: Any = (), reason: Any = None) -> bytes:
+        return super().start_response(status, self._with(status, headers), reason)
+
+    def error_response(self, error: Any = None) -> bytes:
+        data: bytes = super().error_response(error)
+        i = data.index(b"\r\n") + 2
+        return data[:i] + b"Alt-Svc: " + self.alt_svc + b"\r\n" + data[i:]
+
+
 class _Session(SessionCore):
     """The HTTP state of one connection (``conn.session``); the per-request shortcut
     (``feed``, ``fast_path``) is compiled, in :class:`nbio.http._server.SessionCore`."""
@@ -147,12 +171,13 @@ class _Session(SessionCore):
 
     def __init__(self, server: HttpServer, conn: Any) -> None:
         super().__init__(server, conn)
-        self.h1 = ServerConnection(
+        self.h1 = (_AltSvcConnection if server.alt_svc else ServerConnection)(
             max_header_bytes=server.max_header_bytes,
             max_header_count=server.max_header_count,
             max_body_size=server.max_body_size,
             max_request_line=server.max_request_line,
             pause_after_message=True,
+            **({"alt_svc": server.alt_svc.encode("latin-1")} if server.alt_svc else {}),
         )
 
     # -- input ------------------------------------------------------------------------------
@@ -492,6 +517,7 @@ class HttpServer(Handler):
         header_timeout: float = 10.0,
         keep_alive_timeout: float = 5.0,
         stream_request_body: bool = False,
+        alt_svc: Optional[str] = None,
     ) -> None:
         self.app: App = app if app is not None else _not_found
         self.upgrades: Dict[bytes, Any] = {
@@ -505,6 +531,8 @@ class HttpServer(Handler):
         self.header_timeout = header_timeout
         self.keep_alive_timeout = keep_alive_timeout
         self.stream_request_body = stream_request_body
+        #: ``Alt-Svc`` value added to every response (e.g. ``'h3=":443"; ma=86400'``)
+        self.alt_svc = alt_svc
         #: plain-function apps answer bodiless requests on a shortcut (False: never)
         self.fast: Optional[bool] = None
         self.draining = False
