@@ -1,0 +1,304 @@
+"""TLS servers for ``bench/tls.py``, one per process, all on uvloop.
+
+    python bench/servers_tls.py --server PHASE:NAME --certdir DIR [--port 0]
+
+``DIR`` holds ``server.pem`` (certificate chain) and ``server.key`` (see ``tls.py``, which
+makes them with trustme). Every server uses ``ssl.create_default_context(CLIENT_AUTH)`` with
+that chain: TLS 1.3, default ciphers, ALPN ``http/1.1`` (uvicorn builds its own context from
+the same files).
+
+* ``wss:NAME`` -- the WebSocket echo servers of ``servers_ws.py`` (``nbio-callback``,
+  ``nbio-async``, ``picows``, ``websockets``), unchanged but for ``ssl=`` handed to their
+  library's serve function, so they do exactly the work they do in ``ws_echo.py``;
+* ``https:NAME`` -- "Hello, World!" over https: ``nbio-native`` (``HttpServer``, sync handler),
+  ``nbio-asgi`` (``AsgiServer``), ``uvicorn`` (httptools, uvloop, ``--ssl-certfile`` /
+  ``--ssl-keyfile``) with ``http_hello.py``'s ASGI app, and ``raw-httptools-tls`` (a uvloop
+  ``loop.create_server(ssl=...)`` Protocol with an httptools parser, like ``raw-httptools``);
+* ``tcp:NAME`` -- engine-level echo over TLS: ``nbio-tls`` (``Engine.listen(handler,
+  ssl=ctx)``) and ``uvloop-tls`` (``servers_tcp.py``'s ``EchoProtocol`` on
+  ``loop.create_server(ssl=ctx)``, i.e. asyncio's own TLS transport as uvloop implements it).
+  Their plain twins are ``servers_tcp.py``'s ``nbio-native`` and ``uvloop-protocol``.
+
+Prints ``READY <port>`` once listening, then serves until SIGTERM or until its stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import os
+import resource
+import signal
+import ssl
+import sys
+from typing import Any, Callable, Coroutine, Dict
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as C
+
+WSS_SERVERS = ("nbio-callback", "nbio-async", "picows", "websockets")
+HTTPS_SERVERS = ("nbio-native", "nbio-asgi", "uvicorn", "raw-httptools-tls")
+TCP_TLS_SERVERS = ("nbio-tls", "uvloop-tls")
+SERVERS = (
+    [f"wss:{n}" for n in WSS_SERVERS]
+    + [f"https:{n}" for n in HTTPS_SERVERS]
+    + [f"tcp:{n}" for n in TCP_TLS_SERVERS]
+)
+BACKLOG = 4096
+CERT, KEY, CA = "server.pem", "server.key", "ca.pem"
+
+
+def server_context(certdir: str) -> ssl.SSLContext:
+    """The server context every server here uses."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(os.path.join(certdir, CERT), os.path.join(certdir, KEY))
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def client_context(certdir: str) -> ssl.SSLContext:
+    """What every bench client uses: verify the server against the bench CA."""
+    return ssl.create_default_context(cafile=os.path.join(certdir, CA))
+
+
+def tls_probe(port: int, certdir: str, timeout: float = 10.0) -> str:
+    """Complete one verified TLS handshake with ``127.0.0.1:port``; return "VERSION CIPHER"."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        with client_context(certdir).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            cipher = s.cipher()
+            return f"{s.version()} {cipher[0] if cipher else '?'}"
+
+
+def _ready(port: int) -> None:
+    print(f"READY {port}", flush=True)
+
+
+# -- wss: servers_ws.py's servers with ssl= -------------------------------------------------
+
+
+def _hand_ssl(module: Any, attr: str, ctx: ssl.SSLContext) -> None:
+    setattr(module, attr, functools.partial(getattr(module, attr), ssl=ctx))
+
+
+async def serve_wss(name: str, ctx: ssl.SSLContext) -> None:
+    import servers_ws
+
+    # servers_ws's starters import their library's serve function when called: give it ssl=.
+    if name.startswith("nbio"):
+        import nbio.ws
+
+        _hand_ssl(nbio.ws, "serve", ctx)
+    elif name == "picows":
+        import picows
+
+        _hand_ssl(picows, "ws_create_server", ctx)  # **kwargs go to loop.create_server
+    else:
+        import websockets
+
+        _hand_ssl(websockets, "serve", ctx)
+    server = await servers_ws.STARTERS[name](_free_port())
+    _ready(servers_ws.bound_port(server, name))
+    await _forever()
+
+
+def _free_port() -> int:
+    """A free port on 127.0.0.1 (picows needs a concrete one to report)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- https -----------------------------------------------------------------------------------
+
+
+async def serve_nbio_https(asgi: bool, ctx: ssl.SSLContext) -> None:
+    from http_hello import BODY, hello_asgi
+
+    from nbio.engine import Engine
+    from nbio.http import HttpServer, Response
+    from nbio.http.asgi import AsgiServer
+
+    headers = [(b"content-type", b"text/plain")]
+
+    def hello(request: Any) -> Any:
+        return Response(BODY, headers=headers)
+
+    server = AsgiServer(hello_asgi, lifespan="off") if asgi else HttpServer(hello)
+    engine = Engine(backend="native")
+    listener = engine.listen(server, "127.0.0.1", 0, ssl=ctx, backlog=BACKLOG)
+    _ready(listener.address[1])
+    await _forever()
+
+
+class HelloProtocol(asyncio.Protocol):
+    """``raw-httptools-tls``: httptools parser, one prebuilt-style response per request."""
+
+    def __init__(self) -> None:
+        import httptools
+
+        self.parser = httptools.HttpRequestParser(self)
+        self.error = httptools.HttpParserError
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except self.error:
+            self.transport.write(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            self.transport.close()
+
+    def on_message_complete(self) -> None:
+        from http_hello import BODY
+
+        keep = self.parser.should_keep_alive()
+        head = [
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ",
+            str(len(BODY)).encode(),
+            b"\r\n" if keep else b"\r\nConnection: close\r\n",
+            b"\r\n",
+            BODY,
+        ]
+        self.transport.write(b"".join(head))
+        if not keep:
+            self.transport.close()
+
+
+async def serve_raw_httptools_tls(ctx: ssl.SSLContext) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(HelloProtocol, "127.0.0.1", 0, ssl=ctx, backlog=BACKLOG)
+    _ready(server.sockets[0].getsockname()[1])
+    await _forever()
+
+
+def serve_uvicorn_https(certdir: str) -> None:
+    import socket
+
+    import uvicorn
+    from http_hello import hello_asgi
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        hello_asgi,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=os.path.join(certdir, CERT),
+        ssl_keyfile=os.path.join(certdir, KEY),
+        backlog=BACKLOG,
+    )
+    _ready(sock.getsockname()[1])
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+# -- tcp: engine-level echo over TLS ------------------------------------------------------
+
+
+async def serve_nbio_tls(ctx: ssl.SSLContext) -> None:
+    from nbio.engine import Engine
+
+    class Echo:
+        def on_data(self, conn: Any, data: Any) -> None:
+            conn.write(data)
+
+    engine = Engine(backend="native")
+    listener = engine.listen(Echo(), "127.0.0.1", 0, ssl=ctx, backlog=BACKLOG)
+    _ready(listener.address[1])
+    await _forever()
+
+
+async def serve_uvloop_tls(ctx: ssl.SSLContext) -> None:
+    from servers_tcp import EchoProtocol
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(EchoProtocol, "127.0.0.1", 0, ssl=ctx, backlog=BACKLOG)
+    _ready(server.sockets[0].getsockname()[1])
+    await _forever()
+
+
+# -- process ---------------------------------------------------------------------------------
+
+
+async def _forever() -> None:
+    """Serve until SIGTERM or EOF on stdin (the bench died)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    def on_stdin() -> None:
+        try:
+            if os.read(0, 4096):
+                return
+        except OSError:
+            pass
+        loop.remove_reader(0)
+        stop.set()
+
+    if not os.isatty(0):
+        loop.add_reader(0, on_stdin)
+    await stop.wait()
+
+
+def serve(server: str, certdir: str) -> None:
+    """Run ``PHASE:NAME`` until stopped."""
+    import uvloop
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    phase, _, name = server.partition(":")
+    if server == "https:uvicorn":
+        serve_uvicorn_https(certdir)
+        return
+    ctx = server_context(certdir)
+    mains: Dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+        "https:nbio-native": lambda: serve_nbio_https(False, ctx),
+        "https:nbio-asgi": lambda: serve_nbio_https(True, ctx),
+        "https:raw-httptools-tls": lambda: serve_raw_httptools_tls(ctx),
+        "tcp:nbio-tls": lambda: serve_nbio_tls(ctx),
+        "tcp:uvloop-tls": lambda: serve_uvloop_tls(ctx),
+    }
+    if phase == "wss":
+        uvloop.run(serve_wss(name, ctx))
+    else:
+        uvloop.run(mains[server]())
+
+
+def start_tls_server(server: str, certdir: str, cpu: Any, timeout: float = 30.0) -> Any:
+    """Start ``servers_tls.py --server PHASE:NAME`` pinned to ``cpu``; return (child, port,
+    "VERSION CIPHER" of a first verified handshake)."""
+    child = C.Child(
+        [sys.executable, os.path.abspath(__file__), "--server", server, "--certdir", certdir],
+        cpu=cpu,
+        env=C.python_env(),
+        name=server,
+    )
+    try:
+        port = int(child.expect("READY", timeout).split()[0])
+        # A TLS handshake, not C.wait_port: a bare connect+close makes some servers log errors.
+        probe = tls_probe(port, certdir, timeout)
+    except BaseException:
+        child.stop()
+        raise
+    return child, port, probe
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--server", choices=SERVERS, required=True)
+    parser.add_argument("--certdir", required=True)
+    args = parser.parse_args()
+    serve(args.server, args.certdir)
