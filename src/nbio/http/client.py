@@ -26,7 +26,14 @@ every connection is tunnelled through the proxy with CONNECT (``http://`` URLs o
 
 ``https://`` URLs are TLS on the engine: the certificate and host name are verified by default
 (``ssl=`` takes your own :class:`ssl.SSLContext`, e.g. one trusting a private CA), the SNI is
-the URL's host, and ALPN offers ``http/1.1``. Pools are per scheme, host and port.
+the URL's host, and ALPN offers ``h2`` and ``http/1.1``. Pools are per scheme, host and port.
+
+HTTP/2 (``http2=True``, the default): when the server picks ``h2`` in ALPN, every request to
+that origin shares ONE connection (multiplexed streams, see :mod:`nbio.http.h2_client`);
+otherwise HTTP/1.1 as above. ``http2_prior_knowledge=True`` speaks HTTP/2 to ``http://``
+origins directly (h2c). Responses look the same either way (``http_version`` is ``"2"``).
+A stream the server resets fails with :class:`nbio.errors.StreamReset`; requests the server
+did not process (GOAWAY, REFUSED_STREAM) are sent again on a new connection.
 """
 
 from __future__ import annotations
@@ -52,8 +59,15 @@ from typing import (
 from urllib.parse import urljoin, urlsplit
 
 from nbio.engine import Handler, get_engine
-from nbio.errors import ConnectionClosed, DeadlineExceeded, HTTPProtocolError, ProtocolError
+from nbio.errors import (
+    ConnectionClosed,
+    DeadlineExceeded,
+    HTTPProtocolError,
+    ProtocolError,
+    RequestNotProcessed,
+)
 from nbio.http.h1 import ClientConnection, Data, EndOfMessage, Response
+from nbio.http.h2_client import H2ClientConnection, H2Stream, request_headers
 
 __all__ = ["ClientResponse", "HttpClient", "TooManyRedirects"]
 
@@ -64,6 +78,7 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 _PORTS = {"http": 80, "https": 443}
 _IDEMPOTENT = (b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE")
 _PAUSE_AT = 1 << 18  # body bytes buffered before reading pauses (streamed responses)
+_H2_RETRIES = 3  # sends of a request the server did not process (GOAWAY, REFUSED_STREAM)
 
 
 class TooManyRedirects(ProtocolError):
@@ -76,7 +91,16 @@ class TooManyRedirects(ProtocolError):
 
 
 class _Link(Handler):
-    """Engine handler shared by every client connection: events go to ``conn.session``."""
+    """Engine handler of one client connection: ``on_open`` makes its session (HTTP/1.1 or
+    HTTP/2, as ALPN decided) with ``make(conn)``; events go to ``conn.session``."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+
+    def on_open(self, conn: Any) -> None:
+        conn.session = self.make(conn)
 
     def on_data(self, conn: Any, data: Any) -> None:
         conn.session.feed(data)
@@ -87,11 +111,8 @@ class _Link(Handler):
 
     def on_close(self, conn: Any, exc: Optional[BaseException]) -> None:
         session = conn.session
-        if isinstance(session, _ClientConn):
+        if session is not None:
             session.lost(exc)
-
-
-_LINK = _Link()
 
 
 Origin = Tuple[str, str, int]  # scheme, host, port
@@ -189,8 +210,8 @@ class ClientResponse:
     ``trailers``; the body with :meth:`read` / :attr:`content` / :meth:`text` /
     :meth:`json`, or streamed with :meth:`iter_bytes`."""
 
-    def __init__(self, head: Response, url: str, client: HttpClient, link: _ClientConn,
-                 read_timeout: Optional[float]) -> None:
+    def __init__(self, head: Response, url: str, client: HttpClient,
+                 link: Union[_ClientConn, H2Stream], read_timeout: Optional[float]) -> None:
         self.status = head.status
         self.reason = head.reason.decode("latin-1")
         self.headers = head.headers
@@ -199,7 +220,7 @@ class ClientResponse:
         self.history: List[ClientResponse] = []
         self.trailers: Tuple[Tuple[bytes, bytes], ...] = ()
         self._client = client
-        self._link: Optional[_ClientConn] = link
+        self._link: Optional[Union[_ClientConn, H2Stream]] = link
         self._read_timeout = read_timeout
         self._body: Optional[bytes] = None
         self._streamed = False
@@ -305,8 +326,11 @@ class HttpClient:
     (total) in seconds (None: no limit); ``follow_redirects``, ``max_redirects``;
     ``proxy``: ``"http://host:port"`` for CONNECT tunnelling; ``headers`` sent with every
     request; ``max_body_size`` for responses; ``keep_alive`` to reuse connections;
-    ``ssl``: the :class:`ssl.SSLContext` for ``https://`` (default: verifying, ALPN
-    ``http/1.1``); ``engine`` (default: the loop's shared engine)."""
+    ``ssl``: the :class:`ssl.SSLContext` for ``https://`` (default: verifying; with
+    ``http2`` its ALPN protocols are set to ``h2``, ``http/1.1``); ``http2``: use HTTP/2 when
+    the server picks it in ALPN (one shared connection per origin; needs ``keep_alive``);
+    ``http2_prior_knowledge``: HTTP/2 without negotiation to ``http://`` origins (h2c);
+    ``engine`` (default: the loop's shared engine)."""
 
     def __init__(
         self,
@@ -322,6 +346,8 @@ class HttpClient:
         max_body_size: Optional[int] = None,
         keep_alive: bool = True,
         ssl: Optional[_ssl.SSLContext] = None,
+        http2: bool = True,
+        http2_prior_knowledge: bool = False,
         engine: Any = None,
     ) -> None:
         self.max_connections = max_connections
@@ -339,8 +365,14 @@ class HttpClient:
         self.headers = _header_list(headers)
         self.max_body_size = max_body_size
         self.keep_alive = keep_alive
+        self.http2 = http2 and keep_alive
+        self.http2_prior_knowledge = http2_prior_knowledge
         self._engine = engine
         self._ssl = ssl
+        self._ssl_alpn_set = False
+        self._h2: Dict[Origin, H2ClientConnection] = {}
+        self._h2_pending: Dict[Origin, asyncio.Future[None]] = {}
+        self._h1_only: set[Origin] = set()
         self._idle: Dict[Origin, List[_ClientConn]] = {}
         self._slots: Dict[Origin, asyncio.Semaphore] = {}
         self._busy: set[_ClientConn] = set()
@@ -412,6 +444,9 @@ class HttpClient:
         for link in list(self._busy):
             link.close()
         self._busy.clear()
+        for h2c in list(self._h2.values()):
+            h2c.close()
+        self._h2.clear()
 
     async def __aenter__(self) -> HttpClient:
         return self
@@ -469,8 +504,19 @@ class HttpClient:
             all_headers.append((b"connection", b"close"))
         origin = (scheme, host, port)
         replayable = body is None or isinstance(body, (bytes, bytearray, memoryview))
-        for attempt in (0, 1):
+        attempt = 0
+        while True:
+            attempt += 1
             link, reused = await self._acquire(origin)
+            if isinstance(link, H2ClientConnection):
+                try:
+                    return await self._send_h2(link, method, scheme, target, all_headers, body,
+                                               url, read_timeout)
+                except RequestNotProcessed:
+                    # GOAWAY or REFUSED_STREAM: the server never saw it; on a new connection
+                    if replayable and attempt <= _H2_RETRIES:
+                        continue
+                    raise
             try:
                 await self._write_request(link, method, target, all_headers, body)
                 while True:
@@ -481,14 +527,37 @@ class HttpClient:
             except ConnectionClosed:
                 self._release(link, False)
                 # a kept-alive connection the server had closed: once more on a new one
-                if (attempt == 0 and reused and replayable and method in _IDEMPOTENT
+                if (attempt == 1 and reused and replayable and method in _IDEMPOTENT
                         and not link.h1.response_complete):
                     continue
                 raise
             except BaseException:
                 self._release(link, False)
                 raise
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send_h2(self, h2c: H2ClientConnection, method: bytes, scheme: str, target: str,
+                       headers: List[Tuple[bytes, bytes]], body: Body, url: str,
+                       read_timeout: Optional[float]) -> ClientResponse:
+        """One exchange on a stream of the shared HTTP/2 connection."""
+        sized = body is None or isinstance(body, (bytes, bytearray, memoryview))
+        length = (0 if body is None else len(body)) if sized else None  # type: ignore[arg-type]
+        stream = await h2c.open_stream(request_headers(method, scheme, target, headers, length),
+                                       end_stream=sized and not length)
+        try:
+            if sized:
+                if length:
+                    await h2c.send_body(stream, body, True)
+            else:
+                async for chunk in _chunks(body):
+                    await h2c.send_body(stream, chunk, False)
+                await h2c.send_body(stream, b"", True)
+            while True:
+                ev = await stream.next_event(read_timeout)
+                if type(ev) is Response and ev.status >= 200:
+                    return ClientResponse(ev, url, self, stream, read_timeout)
+        except BaseException:
+            stream.release(False)
+            raise
 
     async def _write_request(self, link: _ClientConn, method: bytes, target: str,
                              headers: List[Tuple[bytes, bytes]], body: Body) -> None:
@@ -498,31 +567,42 @@ class HttpClient:
             conn.write(h1.send_request(method, target, headers, body))
             return
         conn.write(h1.send_request(method, target, headers, stream=True))
-        if hasattr(body, "__aiter__"):
-            async for chunk in body:  # type: ignore[union-attr]
-                await self._write_chunk(link, chunk)
-        else:
-            for chunk in body:  # type: ignore[union-attr]
-                await self._write_chunk(link, chunk)
+        async for chunk in _chunks(body):
+            if link.error is not None:
+                raise link.error
+            data = h1.send_data(chunk)
+            if data:
+                conn.write(data)
+                await conn.drain()
         conn.write(h1.end_request())
-
-    async def _write_chunk(self, link: _ClientConn, chunk: Any) -> None:
-        if isinstance(chunk, str):
-            chunk = chunk.encode("utf-8")
-        if link.error is not None:
-            raise link.error
-        data = link.h1.send_data(chunk)
-        if data:
-            link.conn.write(data)
-            await link.conn.drain()
 
     # -- pool ---------------------------------------------------------------------------------
 
-    async def _acquire(self, origin: Origin) -> Tuple[_ClientConn, bool]:
+    def _h2_possible(self, origin: Origin) -> bool:
+        if origin in self._h1_only:
+            return False
+        if origin[0] == "https":
+            return self.http2
+        return self.http2_prior_knowledge
+
+    async def _acquire(self, origin: Origin) -> Tuple[Union[_ClientConn, H2ClientConnection],
+                                                      bool]:
+        h2_possible = self._h2_possible(origin)
+        while h2_possible:
+            h2c = self._h2.get(origin)
+            if h2c is not None and h2c.usable:
+                return h2c, True
+            pending = self._h2_pending.get(origin)
+            if pending is None:
+                break
+            # the connection being opened to this origin may be HTTP/2: share it
+            await asyncio.shield(pending)
+            h2_possible = self._h2_possible(origin)
         slots = self._slots.get(origin)
         if slots is None:
             slots = self._slots[origin] = asyncio.Semaphore(self.max_connections)
         await slots.acquire()
+        pending = None
         try:
             idle = self._idle.get(origin)
             while idle:
@@ -532,40 +612,82 @@ class HttpClient:
                     link.used += 1
                     return link, True
                 link.close()
-            link = await self._connect(origin)
+            if h2_possible and origin not in self._h2_pending:
+                pending = self._h2_pending[origin] = asyncio.get_running_loop().create_future()
+            new = await self._connect(origin)
         except BaseException:
             slots.release()
             raise
-        self._busy.add(link)
-        link.used = 1
-        return link, False
+        finally:
+            if pending is not None:
+                del self._h2_pending[origin]
+                pending.set_result(None)
+        if isinstance(new, H2ClientConnection):
+            self._h2[origin] = new  # holds its slot until it is gone (_h2_gone)
+            return new, False
+        if h2_possible:
+            self._h1_only.add(origin)  # the server chose HTTP/1.1
+        self._busy.add(new)
+        new.used = 1
+        return new, False
 
-    async def _connect(self, origin: Origin) -> _ClientConn:
+    async def _connect(self, origin: Origin) -> Union[_ClientConn, H2ClientConnection]:
         engine = self._engine or get_engine()
-        link = _ClientConn(origin, self.max_body_size)
+        tunnel = self.proxy is not None
+        prior = origin[0] == "http" and self.http2_prior_knowledge
+
+        def make(conn: Any) -> Union[_ClientConn, H2ClientConnection]:
+            if not tunnel and (prior or (origin[0] == "https" and self.http2 and
+                                         conn.selected_alpn_protocol() == "h2")):
+                return self._new_h2(conn, origin)
+            link = _ClientConn(origin, self.max_body_size)
+            link.conn = conn
+            return link
+
         try:
             if origin[0] == "https":
-                conn = await engine.dial(_LINK, origin[1], origin[2], ssl=self._ssl_context(),
+                conn = await engine.dial(_Link(make), origin[1], origin[2],
+                                         ssl=self._ssl_context(),
                                          timeout=self.connect_timeout,
                                          ssl_handshake_timeout=self.connect_timeout or 60.0)
             else:
                 target = self.proxy or origin[1:]
-                conn = await engine.dial(_LINK, target[0], target[1],
+                conn = await engine.dial(_Link(make), target[0], target[1],
                                          timeout=self.connect_timeout)
         except TimeoutError:
             raise DeadlineExceeded("connect") from None
-        conn.session = link
-        link.conn = conn
         self.connections_opened += 1
-        if self.proxy is not None:
+        link = conn.session
+        if tunnel:
             await self._tunnel(link, origin)
-        return link
+            if prior:  # h2c inside the tunnel
+                leftover = link.h1.trailing_data
+                link = conn.session = self._new_h2(conn, origin)
+                if leftover:
+                    link.feed(leftover)
+        return link  # type: ignore[no-any-return]
+
+    def _new_h2(self, conn: Any, origin: Origin) -> H2ClientConnection:
+        return H2ClientConnection(conn, origin, max_body_size=self.max_body_size,
+                                  on_gone=self._h2_gone)
+
+    def _h2_gone(self, h2c: H2ClientConnection) -> None:
+        """An HTTP/2 connection takes no more requests: out of the pool, its slot free."""
+        if self._h2.get(h2c.origin) is h2c:
+            del self._h2[h2c.origin]
+        slots = self._slots.get(h2c.origin)
+        if slots is not None:
+            slots.release()
 
     def _ssl_context(self) -> _ssl.SSLContext:
         ctx = self._ssl
         if ctx is None:
             ctx = self._ssl = _ssl.create_default_context(_ssl.Purpose.SERVER_AUTH)
-            ctx.set_alpn_protocols(["http/1.1"])
+            ctx.set_alpn_protocols(["h2", "http/1.1"] if self.http2 else ["http/1.1"])
+            self._ssl_alpn_set = True
+        elif self.http2 and not self._ssl_alpn_set:
+            ctx.set_alpn_protocols(["h2", "http/1.1"])
+            self._ssl_alpn_set = True
         return ctx
 
     async def _tunnel(self, link: _ClientConn, origin: Origin) -> None:
@@ -590,7 +712,10 @@ class HttpClient:
         if leftover:
             link.feed(leftover)
 
-    def _release(self, link: _ClientConn, reusable: bool) -> None:
+    def _release(self, link: Union[_ClientConn, H2Stream], reusable: bool) -> None:
+        if type(link) is H2Stream:
+            link.release(reusable)
+            return
         if link not in self._busy:
             return
         self._busy.discard(link)
@@ -602,3 +727,13 @@ class HttpClient:
             self._idle.setdefault(link.origin, []).append(link)
         else:
             link.close()
+
+
+async def _chunks(body: Any) -> AsyncIterator[bytes]:
+    """The chunks of a streamed request body ((async) iterable of bytes or str)."""
+    if hasattr(body, "__aiter__"):
+        async for chunk in body:
+            yield chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+    else:
+        for chunk in body:
+            yield chunk.encode("utf-8") if isinstance(chunk, str) else chunk
