@@ -1,0 +1,901 @@
+"""scale: hundreds of thousands of WebSocket connections, then a steady echo load, nbio vs peers.
+
+    python bench/scale.py [--servers nbio,picows,websockets] [--conns 200000]
+                          [--peer-conns 20000] [--rate 50000] [--seconds 5] [--warmup 2]
+                          [--workers W] [--clients C] [--src-ips 49] [--inflight 100]
+                          [--size 1024] [--idle 2]
+
+Run by hand (minutes, GBs of RAM at full scale); other benches stay short.
+
+Method, for each server in turn (``nbio``: the ``nbio.ws`` callback API on the native engine;
+``picows``; ``websockets``; all on uvloop, echoing every message, no compression, no
+keepalive pings):
+
+1. **Workers.** ``W`` server processes (default ``ceil(conns / 15000)``: one process may hold
+   at most 20,000 fds, and SO_REUSEPORT spreads connections unevenly) listen on one
+   127.0.0.1 port with ``SO_REUSEPORT``. The bench keeps the port reserved with a bound,
+   non-listening SO_REUSEPORT socket so no other process takes it meanwhile.
+2. **Clients.** ``C`` client processes (default ``ceil(conns / 18000)``, at most 19,000
+   connections each) written on the nbio engine itself: raw TCP connections made with
+   ``Engine.dial(local_addr=(127.0.0.x, 0))`` -- the source addresses 127.0.0.2... (``--src-ips``
+   of them) are used round-robin, so the ephemeral ports of one source address never run out
+   -- a fixed HTTP upgrade request, a check of the 101 and its ``Sec-WebSocket-Accept``, then
+   pre-built masked binary frames and a minimal parser of the echoed frames. Every client
+   keeps at most ``--inflight`` connects/handshakes pending (the listen backlogs never
+   overflow); dials and handshakes time out after 15 s and count as failures.
+3. **Baseline.** One client opens ``8 W`` warm-up connections (handshake plus one echo each)
+   and closes them, so every worker has run its whole code path once; 1 s later the
+   workers' ``VmRSS`` (``/proc/PID/status``) and fd counts are summed: the empty baseline.
+4. **Establish.** All clients open their share of ``--conns`` at once; progress every ~10,000
+   connections; ``open_s`` is the time until every client has finished (established or
+   failed). Once the workers' fd counts show every connection and they sat idle ``--idle``
+   s, ``bytes_per_conn`` = (summed RSS - baseline) / established connections.
+5. **Steady phase.** Every client sends ``--size``-byte messages at ``--rate / C`` msg/s,
+   spread round-robin over all its connections (every connection echoes), from a 5 ms
+   timer. After ``--warmup`` s the bench samples the workers' ``utime + stime``
+   (``/proc/PID/stat``) and tells the clients to start counting; ``--seconds`` later it
+   samples again and collects from each client its echo count, its window and a latency
+   histogram (2 % buckets of the send-to-echo time of each message). Figures:
+   ``msgs_per_s`` (echoes received per second), ``p50_ms``/``p99_ms`` (merged histograms),
+   ``total_us_per_msg``/``user_us_per_msg`` = workers' CPU delta / echoes in the window,
+   and the CPU use of servers, clients and the whole machine (``/proc/stat``): clients and
+   servers share the two cores, so a saturated machine is reported, not hidden.
+
+The peers run at ``--peer-conns`` (default 20,000: enough to compare bytes per connection
+and CPU per message, and within their memory); nbio at ``--conns``.
+Targets (issue 8) for nbio: 200,000 connections, ``bytes_per_conn`` <= 400 (1M connections
+< 600 MB extrapolated), >= 50,000 msgs/s with ``p99_ms`` < 50.
+
+The last line is ``{"bench": "scale", "results": {SERVER: {FIGURE: number}}}`` with
+``conns``, ``failed``, ``bytes_per_conn``, ``msgs_per_s``, ``p50_ms``, ``p99_ms``,
+``total_us_per_msg`` and more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import selectors
+import socket
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as C
+
+BENCH = "scale"
+SERVERS = ("nbio", "picows", "websockets")
+FD_LIMIT = 20_000
+CONNS_PER_WORKER = 15_000
+CONNS_PER_CLIENT = 18_000
+MAX_CONNS_PER_CLIENT = 19_000
+BACKLOG = 4096
+MAX_SIZE = 1 << 20
+TICK = 0.005
+HIST_K = 1 / math.log(1.02)  # histogram bucket i holds RTTs in [1.02**i, 1.02**(i+1)) us
+WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+WS_ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 section 1.3's example pair
+MASK = b"\x37\xfa\x21\x3d"
+
+
+# ---------------------------------------------------------------------------------------------
+# Server worker (``scale.py --role server --server NAME --port P``)
+# ---------------------------------------------------------------------------------------------
+
+
+async def _nbio_server(port: int) -> Any:
+    from nbio.engine import Engine
+    from nbio.ws import serve
+
+    class Echo:
+        def on_message(self, ws: Any, data: Any, is_text: bool) -> None:
+            ws.send(data)
+
+    engine = Engine(backend="native", backlog=BACKLOG, reuse_port=True)
+    return await serve(
+        Echo(),
+        "127.0.0.1",
+        port,
+        engine=engine,
+        reuse_port=True,
+        compression=None,
+        ping_interval=None,
+        max_size=MAX_SIZE,
+    )
+
+
+async def _picows_server(port: int) -> Any:
+    from picows import WSListener, WSMsgType, ws_create_server
+
+    class Echo(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+            elif frame.msg_type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                transport.send(frame.msg_type, frame.get_payload_as_memoryview())
+
+    return await ws_create_server(
+        lambda _request: Echo(),
+        "127.0.0.1",
+        port,
+        max_frame_size=MAX_SIZE,
+        reuse_port=True,
+        backlog=BACKLOG,
+    )
+
+
+async def _websockets_server(port: int) -> Any:
+    import websockets
+
+    async def echo(ws: Any) -> None:
+        try:
+            async for message in ws:
+                await ws.send(message)
+        except websockets.ConnectionClosed:
+            pass  # the clients go away without a closing handshake at the end
+
+    return await websockets.serve(
+        echo,
+        "127.0.0.1",
+        port,
+        compression=None,
+        ping_interval=None,
+        max_size=MAX_SIZE,
+        reuse_port=True,
+        backlog=BACKLOG,
+    )
+
+
+STARTERS: Dict[str, Callable[[int], Any]] = {
+    "nbio": _nbio_server,
+    "picows": _picows_server,
+    "websockets": _websockets_server,
+}
+
+
+async def _server_main(name: str, port: int) -> None:
+    _server = await STARTERS[name](port)
+    print(f"READY {port}", flush=True)
+    await asyncio.get_running_loop().create_future()  # until SIGTERM's default action
+
+
+# ---------------------------------------------------------------------------------------------
+# Load client (``scale.py --role client``): raw WebSocket over the nbio engine
+# ---------------------------------------------------------------------------------------------
+
+
+def _masked_frame(size: int) -> bytes:
+    """One masked binary frame (FIN) carrying ``size`` bytes, as a client must send it."""
+    payload = bytes(i & 0xFF for i in range(size))
+    if size < 126:
+        head = bytes([0x82, 0x80 | size])
+    elif size < 65536:
+        head = bytes([0x82, 0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        head = bytes([0x82, 0x80 | 127]) + size.to_bytes(8, "big")
+    masked = bytes(b ^ MASK[i & 3] for i, b in enumerate(payload))
+    return head + MASK + masked
+
+
+class _Sess:
+    """Client state of one connection: handshake bytes, frame parser, send timestamps."""
+
+    __slots__ = ("hdr", "hs", "op", "plen", "sent", "skip")
+
+    def __init__(self) -> None:
+        self.hs: Optional[bytearray] = bytearray()  # None once the 101 was read
+        self.skip = 0  # payload bytes of the current frame still to come
+        self.hdr = bytearray()  # a frame header split across reads
+        self.op = 0
+        self.plen = 0
+        self.sent: List[float] = []  # send times of messages not echoed yet
+
+
+class LoadClient:
+    """Opens WebSocket connections and runs the echo load; commands come on stdin."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from nbio.engine import Engine
+
+        self.loop = asyncio.get_running_loop()
+        self.engine = Engine(backend="native", max_write_buffer=1 << 20)
+        self.port = args.port
+        self.size = args.size
+        self.frame = _masked_frame(args.size)
+        self.request = (
+            (
+                f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: "
+            ).encode()
+            + WS_KEY
+            + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        self.n_conns = args.conns
+        self.inflight_max = args.inflight
+        self.ips = [
+            f"127.0.0.{2 + (args.ip_offset + i) % args.src_ips}" for i in range(args.src_ips)
+        ]
+        self.timeout = args.timeout
+        # opening
+        self.warm = False
+        self.target = 0
+        self.started = 0
+        self.ok = 0
+        self.failed = 0
+        self.inflight = 0
+        self.errors: Dict[str, int] = {}
+        self.open_t0 = 0.0
+        self.conns: List[Any] = []
+        # steady phase
+        self.rate = 0.0
+        self.t0 = 0.0
+        self.sent_total = 0
+        self.rr = 0
+        self.dropped = 0
+        self.bad = 0
+        self.marked = False
+        self.w_echoed = 0
+        self.w_t = 0.0
+        self.w_cpu = 0.0
+        self.w_behind = 0
+        self.hist: Dict[int, int] = {}
+        self._stdin = b""
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.loop.add_reader(sys.stdin.fileno(), self._on_stdin)
+        print("READY", flush=True)
+
+    def _on_stdin(self) -> None:
+        chunk = os.read(sys.stdin.fileno(), 4096)
+        if not chunk:
+            os._exit(0)  # the bench is gone
+        self._stdin += chunk
+        while b"\n" in self._stdin:
+            line, _, self._stdin = self._stdin.partition(b"\n")
+            cmd, *rest = line.decode().split()
+            if cmd == "warm":
+                self._start_open(int(rest[0]), warm=True)
+            elif cmd == "open":
+                self._start_open(self.n_conns, warm=False)
+            elif cmd == "rate":
+                self.rate = float(rest[0])
+                self.t0 = time.monotonic()
+                self.sent_total = 0
+                self.loop.call_soon(self._tick)
+            elif cmd == "mark":
+                self.marked = True
+                self.w_echoed = 0
+                self.w_behind = 0
+                self.hist = {}
+                self.w_t = time.monotonic()
+                t = os.times()
+                self.w_cpu = t.user + t.system
+                print("MARKED", flush=True)
+            elif cmd == "report":
+                t = os.times()
+                dt = time.monotonic() - self.w_t
+                self.rate = 0.0
+                result = {
+                    "echoed": self.w_echoed,
+                    "seconds": dt,
+                    "cpu_pct": (t.user + t.system - self.w_cpu) / dt * 100,
+                    "behind": self.w_behind,
+                    "dropped": self.dropped,
+                    "bad": self.bad,
+                    "hist": self.hist,
+                }
+                print("RESULT " + json.dumps(result), flush=True)
+            elif cmd == "quit":
+                os._exit(0)
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def _start_open(self, n: int, warm: bool) -> None:
+        self.warm = warm
+        self.target = n
+        self.started = self.ok = self.failed = self.inflight = 0
+        self.open_t0 = time.monotonic()
+        self._launch()
+
+    def _launch(self) -> None:
+        while self.inflight < self.inflight_max and self.started < self.target:
+            ip = self.ips[self.started % len(self.ips)]
+            self.started += 1
+            self.inflight += 1
+            task = self.loop.create_task(
+                self.engine.dial(
+                    self, "127.0.0.1", self.port, local_addr=(ip, 0), timeout=self.timeout
+                )
+            )
+            task.add_done_callback(self._dialed)
+
+    def _dialed(self, task: Any) -> None:
+        exc = task.exception()
+        if exc is not None:
+            self._settle(False, f"{type(exc).__name__}: {exc}")
+
+    def _settle(self, ok: bool, error: str = "") -> None:
+        """One connection attempt finished (handshake done, or failed)."""
+        self.inflight -= 1
+        if ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+            self.errors[error[:80]] = self.errors.get(error[:80], 0) + 1
+        done = self.ok + self.failed
+        if done == self.target:
+            secs = time.monotonic() - self.open_t0
+            word = "WARMED" if self.warm else "OPEN"
+            print(
+                f"{word} {self.ok} {self.failed} {secs:.3f} {json.dumps(self.errors)}", flush=True
+            )
+            self.errors = {}
+        else:
+            if not self.warm and done % 2000 == 0:
+                print(f"PROG {self.ok} {self.failed}", flush=True)
+            self._launch()
+
+    # -- engine handler -------------------------------------------------------------------------
+
+    def on_open(self, conn: Any) -> None:
+        conn.session = _Sess()
+        conn.set_read_deadline(self.timeout)
+        conn.write(self.request)
+
+    def on_close(self, conn: Any, exc: Any) -> None:
+        st = conn.session
+        if st is None:
+            return
+        if st.hs is not None:
+            self._settle(False, f"handshake: {type(exc).__name__}: {exc}")
+        elif not self.warm:
+            self.dropped += 1
+
+    def on_data(self, conn: Any, data: Any) -> None:
+        st = conn.session
+        if st.hs is not None:
+            st.hs += data
+            end = st.hs.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(st.hs[:end])
+            rest = bytes(st.hs[end + 4 :])
+            if not head.startswith(b"HTTP/1.1 101") or WS_ACCEPT not in head:
+                conn.abort()  # on_close counts the failure
+                return
+            st.hs = None
+            conn.set_read_deadline(None)
+            if self.warm:
+                st.sent.append(time.monotonic())
+                conn.write(self.frame)
+            else:
+                self.conns.append(conn)
+            self._settle(True)
+            if not rest:
+                return
+            data = rest
+        self._frames(conn, st, data)
+
+    def _frames(self, conn: Any, st: _Sess, data: Any) -> None:
+        """Count the echoed frames in ``data`` (server frames are unmasked)."""
+        n = len(data)
+        i = 0
+        while i < n:
+            if st.skip:
+                take = min(st.skip, n - i)
+                st.skip -= take
+                i += take
+                if st.skip == 0:
+                    self._frame_done(conn, st)
+                continue
+            if not st.hdr and n - i >= 4 and data[i + 1] == 126:  # the 1 KB echo's header
+                st.op = data[i] & 0x0F
+                st.plen = st.skip = (data[i + 2] << 8) | data[i + 3]
+                i += 4
+                continue
+            st.hdr.append(data[i])  # general case, byte by byte (rare)
+            i += 1
+            h = st.hdr
+            if len(h) < 2:
+                continue
+            ln = h[1] & 0x7F
+            need = 2 + (2 if ln == 126 else 8 if ln == 127 else 0) + (4 if h[1] & 0x80 else 0)
+            if len(h) < need:
+                continue
+            st.op = h[0] & 0x0F
+            st.plen = ln if ln < 126 else int.from_bytes(h[2 : 4 if ln == 126 else 10], "big")
+            st.skip = st.plen
+            st.hdr = bytearray()
+            if st.skip == 0:
+                self._frame_done(conn, st)
+
+    def _frame_done(self, conn: Any, st: _Sess) -> None:
+        if st.op != 2:  # close or anything unexpected
+            if st.op == 8:
+                conn.close()
+            else:
+                self.bad += 1
+            return
+        if st.plen != self.size:
+            self.bad += 1
+        now = time.monotonic()
+        t = st.sent.pop(0) if st.sent else now
+        if self.warm:
+            conn.close()
+            return
+        if self.marked:
+            self.w_echoed += 1
+            b = int(math.log(max(1.0, (now - t) * 1e6)) * HIST_K)
+            self.hist[b] = self.hist.get(b, 0) + 1
+
+    # -- steady phase -------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if not self.rate:
+            return
+        now = time.monotonic()
+        due = int((now - self.t0) * self.rate) - self.sent_total
+        if due > self.rate * 0.05:  # more than 50 ms late: the client is saturated
+            self.w_behind += 1
+        conns = self.conns
+        n = len(conns)
+        i = self.rr
+        frame = self.frame
+        misses = 0
+        while due > 0 and misses < n:
+            conn = conns[i]
+            i = i + 1 if i + 1 < n else 0
+            if conn.closed:
+                misses += 1
+                continue
+            misses = 0
+            conn.write(frame)
+            conn.session.sent.append(now)
+            due -= 1
+            self.sent_total += 1
+        self.rr = i
+        self.loop.call_later(TICK, self._tick)
+
+
+def _client_main(args: argparse.Namespace) -> None:
+    import resource
+
+    import uvloop
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    async def main() -> None:
+        LoadClient(args).run()
+        await asyncio.get_running_loop().create_future()
+
+    uvloop.install()
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# Orchestration
+# ---------------------------------------------------------------------------------------------
+
+
+def reserve_port() -> Tuple[socket.socket, int]:
+    """A bound, non-listening SO_REUSEPORT socket on 127.0.0.1: holds a free port for the
+    workers (only listening sockets receive connections)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", 0))
+    return s, s.getsockname()[1]
+
+
+def collect(
+    children: List[C.Child],
+    prefix: str,
+    timeout: float,
+    on_other: Optional[Callable[[C.Child, str], None]] = None,
+) -> Dict[C.Child, str]:
+    """Read the lines of all ``children`` at once until each printed one starting with
+    ``prefix``; other lines go to ``on_other``. Returns the rest of each child's line."""
+    deadline = time.monotonic() + timeout
+    got: Dict[C.Child, str] = {}
+
+    def drain(child: C.Child, wait: float) -> None:
+        while child not in got:
+            try:
+                line = child.readline(wait)
+            except TimeoutError:
+                return
+            wait = 0.0
+            if line.startswith(prefix):
+                got[child] = line[len(prefix) :].strip()
+            elif on_other is not None:
+                on_other(child, line)
+            else:
+                print(f"  [{child.name}] {line}", file=sys.stderr)
+
+    with selectors.DefaultSelector() as sel:
+        for child in children:
+            assert child.proc.stdout is not None
+            sel.register(child.proc.stdout.fileno(), selectors.EVENT_READ, child)
+            drain(child, 0.0)  # lines already buffered by an earlier read
+        while len(got) < len(children):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = ", ".join(c.name for c in children if c not in got)
+                raise TimeoutError(f"no {prefix} line within {timeout:.0f} s from {missing}")
+            for key, _ in sel.select(min(left, 1.0)):
+                drain(key.data, 0.002)
+            for child in children:
+                if child not in got and not child.alive():
+                    drain(child, 0.0)
+                    if child not in got:
+                        raise EOFError(f"{child.name} exited (rc={child.proc.returncode})")
+    return got
+
+
+def _sum(pids: List[int], fn: Callable[[int], Any]) -> Any:
+    return sum(fn(pid) for pid in pids)
+
+
+def _cpu(pids: List[int]) -> Tuple[float, float]:
+    user = system = 0.0
+    for pid in pids:
+        u, s = C.cpu_times(pid)
+        user += u
+        system += s
+    return user, system
+
+
+def _check_alive(children: List[C.Child], when: str) -> None:
+    dead = [f"{c.name} (rc={c.proc.returncode})" for c in children if not c.alive()]
+    if dead:
+        raise RuntimeError(f"{when}: exited: {', '.join(dead)}")
+
+
+def _percentile(hist: Dict[int, int], q: float) -> Optional[float]:
+    """The ``q`` quantile (0..1) of a merged RTT histogram, in ms (bucket middle)."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for b in sorted(hist):
+        seen += hist[b]
+        if seen >= rank:
+            return math.exp((b + 0.5) / HIST_K) / 1000.0
+    return None
+
+
+def run_server(name: str, conns: int, args: argparse.Namespace) -> Dict[str, float]:
+    """Workers + clients for one server; returns its figures."""
+    workers_n = args.workers or max(1, math.ceil(conns / CONNS_PER_WORKER))
+    clients_n = args.clients or max(1, math.ceil(conns / CONNS_PER_CLIENT))
+    if math.ceil(conns / clients_n) > MAX_CONNS_PER_CLIENT:
+        raise ValueError(f"{conns} connections need more than {clients_n} clients")
+    env = C.python_env()
+    me = os.path.abspath(__file__)
+    holder, port = reserve_port()
+    children: List[C.Child] = []
+    try:
+        print(
+            f"## {name}: {conns:,} connections, {workers_n} workers, {clients_n} clients, "
+            f"port {port}",
+            flush=True,
+        )
+        workers = [
+            C.Child(
+                [sys.executable, me, "--role", "server", "--server", name, "--port", str(port)],
+                env=env,
+                name=f"{name}-w{i}",
+            )
+            for i in range(workers_n)
+        ]
+        children += workers
+        collect(workers, "READY", 60)
+        C.wait_port("127.0.0.1", port, 10)
+        wpids = [w.pid for w in workers]
+        shares = [
+            conns // clients_n + (1 if i < conns % clients_n else 0) for i in range(clients_n)
+        ]
+        clients = [
+            C.Child(
+                [
+                    sys.executable,
+                    me,
+                    "--role",
+                    "client",
+                    "--port",
+                    str(port),
+                    "--conns",
+                    str(shares[i]),
+                    "--size",
+                    str(args.size),
+                    "--src-ips",
+                    str(args.src_ips),
+                    "--ip-offset",
+                    str(i),
+                    "--inflight",
+                    str(args.inflight),
+                    "--timeout",
+                    str(args.timeout),
+                ],
+                env=env,
+                name=f"{name}-client{i}",
+            )
+            for i in range(clients_n)
+        ]
+        children += clients
+        collect(clients, "READY", 60)
+
+        # 3. warm-up and baseline
+        clients[0].send(f"warm {8 * workers_n}")
+        warm = collect(clients[:1], "WARMED", 120)[clients[0]].split()
+        if int(warm[1]):
+            C.warn(f"{name}: {warm[1]} warm-up connections failed: {' '.join(warm[3:])}")
+        time.sleep(1.0)
+        _check_alive(workers, "after the warm-up")
+        base_rss = _sum(wpids, C.rss_bytes)
+        base_fds = _sum(wpids, C.fd_count)
+
+        # 4. establish
+        progress = [0] * clients_n
+        failed_p = [0] * clients_n
+        last_print = [0]
+        cpids = [c.pid for c in clients]
+        open_cpu = (sum(_cpu(wpids)), sum(_cpu(cpids)))
+        t_open = time.monotonic()
+
+        def on_progress(child: C.Child, line: str) -> None:
+            if not line.startswith("PROG"):
+                print(f"  [{child.name}] {line}", file=sys.stderr)
+                return
+            i = clients.index(child)
+            progress[i], failed_p[i] = (int(x) for x in line.split()[1:3])
+            total = sum(progress)
+            if total - last_print[0] >= 10_000:
+                last_print[0] = total
+                print(
+                    f"  {total:>9,} open  {sum(failed_p):,} failed  "
+                    f"{time.monotonic() - t_open:6.1f} s",
+                    flush=True,
+                )
+
+        for c in clients:
+            c.send("open")
+        opened = collect(clients, "OPEN", max(300.0, conns / 200), on_progress)
+        open_s = time.monotonic() - t_open
+        open_cpu = (sum(_cpu(wpids)) - open_cpu[0], sum(_cpu(cpids)) - open_cpu[1])
+        ok = failed = 0
+        errors: Dict[str, int] = {}
+        for line in opened.values():
+            parts = line.split(None, 3)
+            ok += int(parts[0])
+            failed += int(parts[1])
+            for k, v in json.loads(parts[3]).items():
+                errors[k] = errors.get(k, 0) + v
+        open_us = (open_cpu[0] / max(1, ok) * 1e6, open_cpu[1] / max(1, ok) * 1e6)
+        print(
+            f"  {ok:,} open, {failed:,} failed in {open_s:.1f} s ({ok / open_s:,.0f} conn/s); "
+            f"CPU per connection: servers {open_us[0]:.0f} us, clients {open_us[1]:.0f} us",
+            flush=True,
+        )
+        if failed:
+            C.warn(f"{name}: {failed} connections failed: {errors}")
+        deadline = time.monotonic() + 30
+        while _sum(wpids, C.fd_count) < base_fds + ok and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(args.idle)
+        _check_alive(workers, "after opening")
+        rss = _sum(wpids, C.rss_bytes)
+        server_conns = _sum(wpids, C.fd_count) - base_fds
+        per_worker = [C.fd_count(p) for p in wpids]
+        bytes_per_conn = (rss - base_rss) / max(1, ok)
+        print(
+            f"  workers hold {server_conns:,} connections (per worker {min(per_worker):,}"
+            f"..{max(per_worker):,} fds); RSS {base_rss / 2**20:,.1f} -> {rss / 2**20:,.1f} MB: "
+            f"{bytes_per_conn:,.0f} bytes/conn",
+            flush=True,
+        )
+
+        # 5. steady phase
+        for c in clients:
+            c.send(f"rate {args.rate / clients_n}")
+        time.sleep(args.warmup)
+        cpus = sorted(os.sched_getaffinity(0))
+        a_cpu = _cpu(wpids)
+        a_busy = C.cpus_busy(cpus)
+        a_t = time.monotonic()
+        for c in clients:
+            c.send("mark")
+        collect(clients, "MARKED", 30)
+        time.sleep(args.seconds)
+        b_cpu = _cpu(wpids)
+        b_busy = C.cpus_busy(cpus)
+        b_t = time.monotonic()
+        for c in clients:
+            c.send("report")
+        reports = [json.loads(v) for v in collect(clients, "RESULT", 60).values()]
+        _check_alive(workers, "after the steady phase")
+        rss_steady = _sum(wpids, C.rss_bytes)
+        dt = b_t - a_t
+        echoed = sum(r["echoed"] for r in reports)
+        hist: Dict[int, int] = {}
+        for r in reports:
+            for b, n in r["hist"].items():
+                hist[int(b)] = hist.get(int(b), 0) + n
+        user = b_cpu[0] - a_cpu[0]
+        total = user + b_cpu[1] - a_cpu[1]
+        msgs_per_s = sum(r["echoed"] / r["seconds"] for r in reports)
+        client_cpu = sum(r["cpu_pct"] for r in reports)
+        behind = sum(r["behind"] for r in reports)
+        res: Dict[str, float] = {
+            "conns": ok,
+            "failed": failed,
+            "workers": workers_n,
+            "clients": clients_n,
+            "open_s": open_s,
+            "conns_per_s": ok / open_s,
+            "open_server_us_per_conn": open_us[0],
+            "open_client_us_per_conn": open_us[1],
+            "server_conns": server_conns,
+            "rss_base_mb": base_rss / 2**20,
+            "rss_mb": rss / 2**20,
+            "rss_steady_mb": rss_steady / 2**20,
+            "bytes_per_conn": bytes_per_conn,
+            "rss_1m_mb": (base_rss + bytes_per_conn * 1_000_000) / 2**20,
+            "target_rate": args.rate,
+            "msgs_per_s": msgs_per_s,
+            "p50_ms": _percentile(hist, 0.50) or float("nan"),
+            "p99_ms": _percentile(hist, 0.99) or float("nan"),
+            "user_us_per_msg": user / max(1, echoed) * 1e6,
+            "total_us_per_msg": total / max(1, echoed) * 1e6,
+            "server_cpu_pct": total / dt * 100,
+            "client_cpu_pct": client_cpu,
+            "machine_cpu_pct": (b_busy - a_busy) / dt * 100,
+            "dropped": sum(r["dropped"] for r in reports),
+            "bad_frames": sum(r["bad"] for r in reports),
+        }
+        print(
+            f"  steady: {msgs_per_s:,.0f} msg/s (target {args.rate:,.0f}), p50 "
+            f"{res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms, server "
+            f"{res['total_us_per_msg']:.1f} us/msg, CPU server {res['server_cpu_pct']:.0f}% "
+            f"clients {client_cpu:.0f}% machine {res['machine_cpu_pct']:.0f}%",
+            flush=True,
+        )
+        if behind:
+            C.warn(
+                f"{name}: the clients fell > 50 ms behind the target rate {behind} times: "
+                "msgs/s is bounded by the machine, not only by the server"
+            )
+        if res["machine_cpu_pct"] > 190:
+            C.warn(f"{name}: both cores were saturated during the steady phase")
+        if res["dropped"] or res["bad_frames"]:
+            C.warn(f"{name}: {res['dropped']} connections dropped, {res['bad_frames']} bad frames")
+        return res
+    finally:
+        for child in children:  # workers first: no server logs about vanished clients
+            child.stop(grace=1.0)
+        holder.close()
+
+
+def _targets(r: Dict[str, float]) -> None:
+    checks = [
+        ("200,000 connections", r["conns"] >= 200_000),
+        ("bytes/conn <= 400", r["bytes_per_conn"] <= 400),
+        ("1M conns < 600 MB (extrapolated)", r["rss_1m_mb"] < 600),
+        (">= 50,000 msg/s", r["msgs_per_s"] >= 50_000),
+        ("p99 < 50 ms", r["p99_ms"] < 50),
+    ]
+    print(
+        "nbio targets (issue 8): "
+        + ", ".join(f"{what}: {'ok' if good else 'MISSED'}" for what, good in checks)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--role", default="bench", choices=["bench", "server", "client"])
+    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--conns", type=int, default=200_000, help="connections for nbio")
+    parser.add_argument("--peer-conns", type=int, default=20_000, help="connections for peers")
+    parser.add_argument("--rate", type=float, default=50_000, help="aggregate msg/s target")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--idle", type=float, default=2.0)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--workers", type=int, default=0, help="default ceil(conns/15000)")
+    parser.add_argument("--clients", type=int, default=0, help="default ceil(conns/18000)")
+    parser.add_argument("--src-ips", type=int, default=49, help="source addresses 127.0.0.2...")
+    parser.add_argument("--inflight", type=int, default=100, help="pending dials per client")
+    parser.add_argument("--timeout", type=float, default=15.0, help="dial/handshake timeout")
+    # internal (worker and client roles)
+    parser.add_argument("--server", choices=SERVERS)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ip-offset", type=int, default=0)
+    args = parser.parse_args()
+    if not 1 <= args.src_ips <= 250:
+        parser.error("--src-ips must be 1..250")
+    if args.role == "server":
+        import uvloop
+
+        uvloop.install()
+        asyncio.run(_server_main(args.server, args.port))
+        return
+    if args.role == "client":
+        _client_main(args)
+        return
+    C.install_cleanup()
+    names = [n for n in args.servers.split(",") if n]
+    for n in names:
+        if n not in SERVERS:
+            parser.error(f"unknown server {n!r}; have {SERVERS}")
+    print(
+        f"# {BENCH}: nbio {args.conns:,} / peers {args.peer_conns:,} WebSocket connections, "
+        f"{args.size}-byte echo at {args.rate:,.0f} msg/s for {args.seconds:g} s; "
+        f"{C.machine_info()}",
+        flush=True,
+    )
+    results: Dict[str, Dict[str, float]] = {}
+    failed_any = False
+    for name in names:
+        conns = args.conns if name == "nbio" else args.peer_conns
+        try:
+            results[name] = run_server(name, conns, args)
+        except Exception as exc:
+            failed_any = True
+            C.warn(f"{name} failed: {type(exc).__name__}: {exc}")
+    print()
+    C.print_table(
+        [
+            "server",
+            "conns",
+            "failed",
+            "open s",
+            "RSS MB",
+            "bytes/conn",
+            "msgs/s",
+            "p50 ms",
+            "p99 ms",
+            "total us/msg",
+            "user us/msg",
+            "srv cpu%",
+            "cli cpu%",
+            "all cpu%",
+        ],
+        [
+            [
+                n,
+                int(r["conns"]),
+                int(r["failed"]),
+                r["open_s"],
+                r["rss_mb"],
+                r["bytes_per_conn"],
+                r["msgs_per_s"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["total_us_per_msg"],
+                r["user_us_per_msg"],
+                r["server_cpu_pct"],
+                r["client_cpu_pct"],
+                r["machine_cpu_pct"],
+            ]
+            for n, r in results.items()
+        ],
+    )
+    if "nbio" in results:
+        _targets(results["nbio"])
+    C.emit_json(BENCH, results)
+    if failed_any:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
