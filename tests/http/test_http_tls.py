@@ -67,7 +67,7 @@ async def curl(*args: str) -> bytes:
 async def test_curl_against_https_server(backend: str, server_ctx: ssl.SSLContext,
                                          ca_pem: str) -> None:
     async with Engine(backend=backend) as engine:
-        server = await HttpServer.start(hello, engine=engine, ssl=server_ctx)
+        server = await HttpServer.start(hello, engine=engine, ssl=server_ctx, http2=False)
         port = server.address[1]
         # two requests on one connection (keep-alive through TLS); ALPN picks http/1.1
         # although this curl also offers h2
@@ -83,7 +83,7 @@ async def test_curl_rejects_untrusted_server(backend: str, server_ctx: ssl.SSLCo
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))
     async with Engine(backend=backend) as engine:
-        server = await HttpServer.start(hello, engine=engine, ssl=server_ctx)
+        server = await HttpServer.start(hello, engine=engine, ssl=server_ctx, http2=False)
         proc = await asyncio.create_subprocess_exec(
             "curl", "-sS", "--max-time", "20", "--cacert", str(other),
             f"https://localhost:{server.address[1]}/",
@@ -169,7 +169,7 @@ async def test_client_checks_the_host_name(backend: str, ca: trustme.CA,
 async def test_client_pools_per_scheme(backend: str, server_ctx: ssl.SSLContext,
                                        client_ctx: ssl.SSLContext) -> None:
     async with Engine(backend=backend) as engine:
-        tls = await HttpServer.start(hello, engine=engine, ssl=server_ctx)
+        tls = await HttpServer.start(hello, engine=engine, ssl=server_ctx, http2=False)
         plain = await HttpServer.start(hello, engine=engine)
         async with HttpClient(engine=engine, ssl=client_ctx) as client:
             a = await client.get(f"https://127.0.0.1:{tls.address[1]}/s")
@@ -196,7 +196,7 @@ async def test_asgi_scheme(backend: str, server_ctx: ssl.SSLContext,
         await send({"type": "http.response.body", "body": scope["scheme"].encode()})
 
     async with Engine(backend=backend) as engine:
-        tls = await AsgiServer.start(app, engine=engine, ssl=server_ctx, lifespan="off")
+        tls = await AsgiServer.start(app, engine=engine, ssl=server_ctx, lifespan="off", http2=False)
         plain = await AsgiServer.start(app, engine=engine, lifespan="off")
         async with HttpClient(engine=engine, ssl=client_ctx) as client:
             assert (await client.get(f"https://localhost:{tls.address[1]}/")).content == b"https"

@@ -387,7 +387,8 @@ class TLSConn:
             if self._state != _OPEN:
                 continue  # we are closing: discard
             try:
-                layer.user_data(self, chunk)
+                # the handler may have changed (set_handler: upgrades, ALPN h2)
+                self._layer.user_data(self, chunk)
             except Exception as exc:
                 logger.error("nbio: %s raised in on_data for %r", type(exc).__name__, self,
                              exc_info=exc)

@@ -50,7 +50,7 @@ from typing import (
     Union,
 )
 
-from nbio.engine import Handler
+from nbio.engine import Handler, TLSConn
 from nbio.errors import ConnectionClosed, HTTPProtocolError
 from nbio.http._server import HttpRequest, Response, SessionCore, make_headers
 from nbio.http._server import on_data as _on_data
@@ -233,7 +233,7 @@ class _Session(SessionCore):
             self.server._unwatch_head(self)
         req = HttpRequest(head, self)
         if head.upgrade is not None:
-            upgrader = self.server._upgrader(head.path)
+            upgrader = self.server._upgrader(head.path, head.upgrade)
             if upgrader is not None:
                 conn = self.conn
                 if upgrader.upgrade(conn, req, self.h1.trailing_data):
@@ -498,7 +498,12 @@ class HttpServer(Handler):
     (str or bytes; ``"*"`` for any) to an upgrade handler. Limits: ``max_header_bytes``,
     ``max_header_count``, ``max_request_line`` (431/414), ``max_body_size`` (413; None for
     no limit), ``header_timeout`` (408), ``keep_alive_timeout`` (idle connections).
-    ``app`` may be None: every request that is not upgraded is answered 404."""
+    ``app`` may be None: every request that is not upgraded is answered 404.
+
+    HTTP/2 (:mod:`nbio.http.h2_server`; ``http2=False`` turns it off): ALPN ``h2`` over TLS,
+    h2c with prior knowledge or ``Upgrade: h2c``; ``max_concurrent_streams`` per connection,
+    ``h2_initial_window_size`` (the receive window of each stream), ``h2_max_resets``
+    (client stream resets per second before the connection is closed: rapid reset)."""
 
     #: the per-connection state class (the ASGI adapter brings its own)
     session_class: Any = _Session
@@ -518,6 +523,10 @@ class HttpServer(Handler):
         keep_alive_timeout: float = 5.0,
         stream_request_body: bool = False,
         alt_svc: Optional[str] = None,
+        http2: bool = True,
+        max_concurrent_streams: int = 100,
+        h2_initial_window_size: int = 65535,
+        h2_max_resets: int = 100,
     ) -> None:
         self.app: App = app if app is not None else _not_found
         self.upgrades: Dict[bytes, Any] = {
@@ -533,6 +542,11 @@ class HttpServer(Handler):
         self.stream_request_body = stream_request_body
         #: ``Alt-Svc`` value added to every response (e.g. ``'h3=":443"; ma=86400'``)
         self.alt_svc = alt_svc
+        self.http2 = http2
+        self.max_concurrent_streams = max_concurrent_streams
+        self.h2_initial_window_size = h2_initial_window_size
+        self.h2_max_resets = h2_max_resets
+        self._h2: Any = None  # (H2Handler, PriorKnowledge, H2cUpgrader), made on first use
         #: plain-function apps answer bodiless requests on a shortcut (False: never)
         self.fast: Optional[bool] = None
         self.draining = False
@@ -547,13 +561,29 @@ class HttpServer(Handler):
     # -- engine callbacks -------------------------------------------------------------------
 
     def on_open(self, conn: Any) -> None:
+        if self._timer is None:
+            self._start_timer()
+        if self.http2:
+            if isinstance(conn, TLSConn):
+                if conn.selected_alpn_protocol() == "h2":
+                    self._h2_parts()[0].adopt(conn)
+                    return
+            else:
+                conn.set_handler(self._h2_parts()[1])  # h2c prior knowledge?
         session = self.session_class(self, conn)
         conn.session = session
         self.sessions.add(session)
         if self.keep_alive_timeout:
             conn.set_idle_timeout(self.keep_alive_timeout)
-        if self._timer is None:
-            self._start_timer()
+
+    def _h2_parts(self) -> Any:
+        parts = self._h2
+        if parts is None:
+            from nbio.http.h2_server import H2cUpgrader, H2Handler, PriorKnowledge
+
+            handler = H2Handler(self)
+            parts = self._h2 = (handler, PriorKnowledge(self, handler), H2cUpgrader(handler))
+        return parts
 
     on_data = _on_data  # conn.session.feed(data), compiled
 
@@ -573,7 +603,9 @@ class HttpServer(Handler):
 
     # -- upgrades ---------------------------------------------------------------------------
 
-    def _upgrader(self, path: bytes) -> Any:
+    def _upgrader(self, path: bytes, upgrade: Optional[bytes] = None) -> Any:
+        if upgrade == b"h2c" and self.http2:
+            return self._h2_parts()[2]
         upgrades = self.upgrades
         if not upgrades:
             return None
@@ -647,7 +679,10 @@ class HttpServer(Handler):
         connections close. Returns False if some were still busy after ``timeout``."""
         self.draining = True
         for s in list(self.sessions):
-            if not s.busy and s.rx is None and s.conn is not None:
+            goaway = getattr(s, "goaway", None)
+            if goaway is not None:
+                goaway()  # HTTP/2: GOAWAY, close once the streams are answered
+            elif not s.busy and s.rx is None and s.conn is not None:
                 s.conn.close()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -695,7 +730,8 @@ class HttpServer(Handler):
     ) -> HttpServer:
         """Create a server and listen on ``host:port`` (or the Unix socket ``path``) with
         ``engine`` (default: a new engine, closed by :meth:`wait_closed`). With ``ssl`` (a
-        server :class:`ssl.SSLContext`; give it ALPN ``["http/1.1"]``) it serves https.
+        server :class:`ssl.SSLContext`) it serves https; with ``http2`` (the default) the
+        context's ALPN is set to ``["h2", "http/1.1"]``.
         ``options`` are the constructor's. Stop with ``close()`` then ``await wait_closed()``."""
         from nbio.engine import Engine
 
@@ -703,6 +739,8 @@ class HttpServer(Handler):
         if engine is None:
             engine = Engine()
             server._own_engine = True
+        if ssl is not None and server.http2:
+            ssl.set_alpn_protocols(["h2", "http/1.1"])
         server.engine = engine
         server.listener = engine.listen(server, host, port, path=path, reuse_port=reuse_port,
                                         ssl=ssl)
