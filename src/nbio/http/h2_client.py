@@ -5,7 +5,9 @@ h2c with prior knowledge) driven by the sans-IO ``h2`` package, shared by every 
 request to its origin: each request is an :class:`H2Stream`.
 
 * Concurrency: at most the server's ``SETTINGS_MAX_CONCURRENT_STREAMS`` streams are open
-  (100 until the server's first SETTINGS arrives); further requests wait in a FIFO queue.
+  (one until the server's first SETTINGS arrives: some servers, hypercorn among them, treat
+  a stream beyond their limit as a connection error); further requests wait in a FIFO
+  queue.
 * Flow control, sending: request bodies go out in DATA frames no larger than the stream's and
   the connection's send windows and the peer's maximum frame size, waiting for WINDOW_UPDATE
   (and for the engine's write queue to drain) as needed.
@@ -58,7 +60,7 @@ Headers = List[Tuple[bytes, bytes]]
 
 STREAM_WINDOW = 1 << 20
 CONNECTION_WINDOW = 1 << 24
-_DEFAULT_MAX_STREAMS = 100
+_STREAMS_BEFORE_SETTINGS = 1
 _MAX_HEADER_LIST = 1 << 16
 # RFC 9113 8.2.2: connection-specific fields are not allowed in HTTP/2
 _HOP_BY_HOP = frozenset(
@@ -247,7 +249,7 @@ class H2ClientConnection:
     def max_streams(self) -> int:
         """Streams this connection may have open at once (the server's limit)."""
         limit = int(self.h2.remote_settings.max_concurrent_streams)
-        return limit if self.settings_received else min(limit, _DEFAULT_MAX_STREAMS)
+        return limit if self.settings_received else min(limit, _STREAMS_BEFORE_SETTINGS)
 
     # -- engine side ---------------------------------------------------------------------------
 
