@@ -76,7 +76,10 @@ class H2Client:
 
     async def pump(self, timeout: float = 10) -> List[Any]:
         """Read once; return the new events (empty list at EOF)."""
-        data = await asyncio.wait_for(self.reader.read(65536), timeout)
+        try:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+        except ConnectionResetError:  # closed with our data unread: the kernel resets
+            data = b""
         if not data:
             self.closed = True
             return []

@@ -144,7 +144,8 @@ class _Stream:
     pausing) and the response's output queue (flow control)."""
 
     __slots__ = ("conn", "cycle", "id", "input_paused", "out", "out_end", "out_trailers",
-                 "req", "responded", "session", "started", "task", "unacked", "waiter")
+                 "pending", "req", "responded", "session", "started", "task", "unacked",
+                 "waiter")
 
     def __init__(self, session: H2Session, stream_id: int, req: Optional[HttpRequest]) -> None:
         self.session = session
@@ -154,6 +155,7 @@ class _Stream:
         self.input_paused = False
         self.unacked = 0                    # received bytes not yet given back (window)
         self.task: Optional[asyncio.Task[Any]] = None
+        self.pending: Any = None            # the handler's awaitable, until its task starts
         self.out: List[bytes] = []          # body bytes waiting for window
         self.out_end = False                # END_STREAM once ``out`` is sent
         self.out_trailers: Optional[List[Tuple[bytes, bytes]]] = None
@@ -376,9 +378,15 @@ class H2Session:
                 req._wake()
         stream.wake()
         task = stream.task
-        if task is not None and (not self.asgi or not stream.responded):
+        if task is not None and self.server.cancel_on_disconnect:  # (ASGI: http.disconnect)
             stream.task = None
             task.cancel()
+            pending = stream.pending
+            if pending is not None:  # the task never started: close its awaitable
+                stream.pending = None
+                close = getattr(pending, "close", None)
+                if close is not None:
+                    close()
 
     # -- answering ------------------------------------------------------------------------
 
@@ -404,6 +412,7 @@ class H2Session:
         elif isinstance(result, (StreamingResponse, FileResponse)):
             stream.task = self.loop.create_task(self._run(stream, result))
         elif hasattr(result, "__await__"):
+            stream.pending = result
             stream.task = self.loop.create_task(self._run(stream, result))
         else:
             self._failed(stream, TypeError(f"the handler returned {result!r}, not a response"))
@@ -422,6 +431,7 @@ class H2Session:
     async def _run(self, stream: _Stream, awaitable: Any) -> None:
         from nbio.http.server import FileResponse, StreamingResponse
 
+        stream.pending = None
         try:
             resp = awaitable if not hasattr(awaitable, "__await__") else await awaitable
             if stream.conn is None:
