@@ -180,9 +180,11 @@ class H2Peer:
     async def respond(self, sid: int, status: int = 200, body: bytes = b"",
                       headers: Tuple[Tuple[bytes, bytes], ...] = (),
                       trailers: Optional[List[Tuple[bytes, bytes]]] = None,
-                      progress: Optional[List[int]] = None) -> None:
+                      progress: Optional[List[int]] = None,
+                      blocked: Optional[asyncio.Event] = None) -> None:
         """Send a response, DATA within the flow-control windows; ``progress`` gets the body
-        bytes sent so far appended after each frame."""
+        bytes sent so far appended after each frame; ``blocked`` is set whenever the
+        flow-control window stops it."""
         self.h2.send_headers(sid, [(b":status", b"%d" % status), *headers],
                              end_stream=not body and trailers is None)
         self.flush()
@@ -191,6 +193,8 @@ class H2Peer:
         while view:
             window = min(self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size)
             if window <= 0:
+                if blocked is not None:
+                    blocked.set()
                 self.window_changed.clear()
                 await self.window_changed.wait()
                 continue
@@ -232,6 +236,7 @@ class ScriptedServer:
         self.peers: List[H2Peer] = []
         self.seen: List[Req] = []
         self.resets: List[Tuple[int, int]] = []
+        self.errors: List[BaseException] = []  # what broke a connection, server side
         self._server: Optional[asyncio.AbstractServer] = None
         self._tasks: List[asyncio.Task[None]] = []
 
@@ -240,7 +245,8 @@ class ScriptedServer:
         self.peers.append(peer)
         try:
             await peer.run()
-        except (ConnectionError, h2.exceptions.ProtocolError):
+        except (ConnectionError, h2.exceptions.ProtocolError) as exc:
+            self.errors.append(exc)
             writer.close()
 
     async def __aenter__(self) -> str:

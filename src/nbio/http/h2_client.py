@@ -21,8 +21,8 @@ request to its origin: each request is an :class:`H2Stream`.
 * GOAWAY: no new streams on this connection; streams above ``last_stream_id`` fail with
   :class:`~nbio.errors.RequestNotProcessed` (the client sends them again on a new
   connection); streams at or below it run to completion (``h2`` closes its state machine on
-  GOAWAY, see python-hyper/h2#1181: it is reopened for those streams, which is safe since this
-  side opens no stream after a GOAWAY).
+  GOAWAY, see python-hyper/h2#1181: it is kept open for those streams, which is safe since
+  this side opens no stream after a GOAWAY).
 * :meth:`H2ClientConnection.ping` measures a round trip (a liveness check).
 
 Events handed to the caller are the HTTP/1.1 client's (:class:`~nbio.http.h1.Response` with
@@ -97,6 +97,18 @@ def request_headers(method: bytes, scheme: str, target: str, headers: Sequence[T
         out = [out[0], out[2]]
     out.extend(rest)
     return out
+
+
+class _H2Connection(h2.connection.H2Connection):
+    """``h2`` closes its state machine on receiving GOAWAY, so the frames that follow (in
+    the same read, too) raise; but the streams at or below ``last_stream_id`` may still
+    complete (RFC 9113 6.8; python-hyper/h2#1181). Keep receiving: this side opens no stream
+    after a GOAWAY (:attr:`H2ClientConnection.usable`)."""
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        result = super()._receive_goaway_frame(frame)
+        self.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        return result
 
 
 class H2Stream:
@@ -220,7 +232,7 @@ class H2ClientConnection:
         self._conn_unacked = 0
         self._conn_window = connection_window
         self._pings: Dict[bytes, asyncio.Future[None]] = {}
-        h2c = h2.connection.H2Connection(
+        h2c = _H2Connection(
             config=h2.config.H2Configuration(client_side=True, header_encoding=None))
         h2c.local_settings = h2.settings.Settings(client=True, initial_values={
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
@@ -572,11 +584,7 @@ class H2ClientConnection:
             if sid > last:
                 stream._fail(unprocessed)
                 self._drop(stream)
-        if self.streams:
-            # h2 closes its state machine on any GOAWAY; the streams at or below
-            # last_stream_id may still complete (RFC 9113 6.8): keep receiving for them
-            self.h2.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
-        elif not self.conn.closed:
+        if not self.streams and not self.conn.closed:
             self.conn.close()
 
     def _on_window(self, ev: h2.events.WindowUpdated) -> None:
