@@ -88,7 +88,7 @@ async def test_starlette_over_h2(backend: str) -> None:
 async def test_fastapi_over_h2_with_curl(backend: str) -> None:
     server = AsgiServer(fastapi_app, lifespan="off")
     async with h2_serving(None, backend, server=server) as (_s, addr):
-        base = "http://%s:%d" % addr
+        base = f"http://{addr[0]}:{addr[1]}"
         out = await curl("--http2-prior-knowledge", "-w", " v=%{http_version}",
                          base + "/items/5?q=x")
         assert out == b'{"item":5,"q":"x"} v=2'
