@@ -532,7 +532,11 @@ class H2Session:
         hdrs = response_headers(status, headers, length)
         if self.server.draining and not self.going_away:
             self.goaway()
-        self.h2.send_headers(stream.id, hdrs, end_stream=end)
+        try:
+            self.h2.send_headers(stream.id, hdrs, end_stream=end)
+        except h2.exceptions.ProtocolError as exc:  # the connection or stream is gone
+            self.reset(stream)
+            raise ConnectionClosed(None, "the stream is closed") from exc
         if end:
             self._finished(stream)
         self._flush_soon()
@@ -547,7 +551,11 @@ class H2Session:
         if end:
             stream.out_end = True
             stream.out_trailers = trailers
-        self._pump(stream)
+        try:
+            self._pump(stream)
+        except h2.exceptions.ProtocolError as exc:
+            self.reset(stream)
+            raise ConnectionClosed(None, "the stream is closed") from exc
         self._flush_soon()
 
     def end(self, stream: _Stream, trailers: Any = None) -> None:
@@ -625,7 +633,10 @@ class H2Session:
     def _pump_blocked(self) -> None:
         for stream in list(self.blocked):
             if stream.conn is not None:
-                self._pump(stream)
+                try:
+                    self._pump(stream)
+                except h2.exceptions.ProtocolError:
+                    self.reset(stream)
             else:
                 self.blocked.discard(stream)
 
