@@ -71,7 +71,6 @@ def serve_hypercorn() -> None:
     config.keep_alive_timeout = 60
     try:
         import uvloop
-
         from hypercorn.asyncio import serve
 
         print(f"READY {port}", flush=True)
