@@ -39,6 +39,30 @@ def _run(coro: Any) -> None:
 # nbio serve
 # ---------------------------------------------------------------------------------------------
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> Optional[int]:
+    """A byte count: ``65536``, ``512K``, ``64M``, ``1G``, ``1.5G`` (binary units; ``KB``,
+    ``KiB`` and lowercase are accepted too). ``0`` means no limit (None)."""
+    s = text.strip().upper()
+    if s.endswith("IB") and s[-3:-2] in _SIZE_UNITS:
+        s = s[:-2]
+    elif s.endswith("B"):
+        s = s[:-1]
+    unit = s[-1:] if s[-1:] in _SIZE_UNITS else ""
+    number = s[: len(s) - len(unit)].strip()
+    try:
+        value = float(number) if "." in number else int(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (e.g. 65536, 512K, 64M, 1G)"
+        ) from None
+    size = int(value * _SIZE_UNITS[unit])
+    if size < 0:
+        raise argparse.ArgumentTypeError(f"size must not be negative: {text!r}")
+    return size or None
+
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("app", help="MODULE:ATTRIBUTE, e.g. myproject.main:app")
@@ -54,6 +78,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--graceful-timeout", type=float, default=30.0,
                    help="seconds to let in-flight requests finish on SIGTERM/SIGINT")
     p.add_argument("--keep-alive", type=float, default=5.0, help="idle keep-alive timeout")
+    p.add_argument("--memory-limit", type=parse_size, default=None, metavar="BYTES",
+                   help="per worker: when the bytes queued for slow clients exceed this "
+                        "(e.g. 64M, 1G), stop reading requests until half has drained")
     p.add_argument("--ssl-certfile", default=None, help="serve https: certificate chain (PEM)")
     p.add_argument("--ssl-keyfile", default=None, help="its private key (PEM)")
     p.add_argument("--app-dir", default=".", help="put this directory on sys.path")
@@ -99,7 +126,7 @@ async def serve_worker(args: argparse.Namespace, announce: bool) -> None:
         await server.startup()
     else:
         server = HttpServer(app, keep_alive_timeout=args.keep_alive)
-    engine = Engine(backend=args.backend)
+    engine = Engine(backend=args.backend, memory_limit=args.memory_limit)
     if args.worker_fd is not None:  # a socket inherited from the master (Unix socket)
         sock = socket.socket(fileno=args.worker_fd)
         listener = engine.listen(server, sock=sock, ssl=ssl)
@@ -184,6 +211,8 @@ class Master:
                 "--keep-alive", str(a.keep_alive), "--app-dir", os.path.abspath(a.app_dir)]
         if a.backend:
             argv += ["--backend", a.backend]
+        if a.memory_limit:
+            argv += ["--memory-limit", str(a.memory_limit)]
         if a.ssl_certfile:
             argv += ["--ssl-certfile", os.path.abspath(a.ssl_certfile)]
             if a.ssl_keyfile:
