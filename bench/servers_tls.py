@@ -64,13 +64,23 @@ def client_context(certdir: str) -> ssl.SSLContext:
 
 
 def tls_probe(port: int, certdir: str, timeout: float = 10.0) -> str:
-    """Complete one verified TLS handshake with ``127.0.0.1:port``; return "VERSION CIPHER"."""
+    """Complete one verified TLS handshake with ``127.0.0.1:port`` (retrying while the port
+    refuses connections, as uvicorn's does until it runs); return "VERSION CIPHER"."""
     import socket
+    import time
 
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
-        with client_context(certdir).wrap_socket(raw, server_hostname="127.0.0.1") as s:
-            cipher = s.cipher()
-            return f"{s.version()} {cipher[0] if cipher else '?'}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    with raw, client_context(certdir).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        cipher = s.cipher()
+        return f"{s.version()} {cipher[0] if cipher else '?'}"
 
 
 def _ready(port: int) -> None:
@@ -97,9 +107,14 @@ async def serve_wss(name: str, ctx: ssl.SSLContext) -> None:
 
         _hand_ssl(picows, "ws_create_server", ctx)  # **kwargs go to loop.create_server
     else:
+        import logging
+
         import websockets
 
         _hand_ssl(websockets, "serve", ctx)
+        # ws_echo's picows client ends with send_close() (close code NO_INFO), which websockets
+        # rejects and logs as a failed handler, once per connection: noise at teardown.
+        logging.getLogger("websockets.server").setLevel(logging.CRITICAL)
     server = await servers_ws.STARTERS[name](_free_port())
     _ready(servers_ws.bound_port(server, name))
     await _forever()

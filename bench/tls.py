@@ -39,7 +39,9 @@ Phases (``--phases``; server names in the results are prefixed with the phase):
    its plain twin), ``bytes_per_conn_vs_plain`` and ``bytes_per_conn_vs_uvloop_tls``.
 
 With ``--rounds N`` every phase runs N times and medians (of figures, and of ratios taken
-within each round) are reported. A warning says when a load generator saturated its core.
+within each round) are reported. A warning says when a load generator saturated its core
+(throughput then measures the client; compare CPU per message), and when the server used
+under 50 % of its core while the client was not saturated (other load starved both: rerun).
 
 The last line is ``{"bench": "tls", "results": {"PHASE:SERVER": {FIGURE: number}}}``.
 """
@@ -84,6 +86,8 @@ WSS_RATIO_FIGURES = ("msgs_per_s", "user_us_per_msg", "total_us_per_msg")
 HTTPS_RATIOS = {"cpu_vs_raw_httptools_tls": "https:raw-httptools-tls",
                 "cpu_vs_uvicorn": "https:uvicorn"}  # fmt: skip
 CLIENT_SATURATED_PCT = 90.0
+#: Below this, a ping-pong or wrk server was starved by other load on its core (or the client).
+SERVER_STARVED_PCT = 50.0
 FD_LIMIT = 20_000
 PING = b"ping"
 
@@ -225,10 +229,18 @@ def run_wss(name: str, args: argparse.Namespace, cpus: Tuple[Any, Any]) -> Dict[
             raise RuntimeError(f"wss:{name} died during the run")
     finally:
         server.stop()
+    _check_load(f"wss:{name}", res)
     if res["client_cpu_pct"] > CLIENT_SATURATED_PCT:
         C.warn(f"wss:{name}: the load generator used {res['client_cpu_pct']:.0f}% of its core: "
                "msgs/s measures the client; compare us/msg")  # fmt: skip
     return res
+
+
+def _check_load(name: str, res: Dict[str, float]) -> None:
+    if res["server_cpu_pct"] < SERVER_STARVED_PCT and res["client_cpu_pct"] < CLIENT_SATURATED_PCT:
+        C.warn(f"{name}: server used {res['server_cpu_pct']:.0f}% and client "
+               f"{res['client_cpu_pct']:.0f}% of their cores: other load disturbed the run; "
+               "rerun on a quiet machine or with --rounds")  # fmt: skip
 
 
 def run_wrk(url: str, seconds: float, conns: int, cpu: Any) -> Tuple[float, int]:
@@ -270,13 +282,15 @@ def run_https(name: str, args: argparse.Namespace, cpus: Tuple[Any, Any]) -> Dic
     if wrk_cpu > CLIENT_SATURATED_PCT / 100 * seconds:
         C.warn(f"https:{name}: wrk used {100 * wrk_cpu / seconds:.0f}% of its core: "
                "req/s may measure the client")  # fmt: skip
-    return {
+    res = {
         "req_per_s": rps,
         "user_us_per_req": (su1 - su0) / total * 1e6,
         "total_us_per_req": (su1 - su0 + ss1 - ss0) / total * 1e6,
         "server_cpu_pct": 100 * (su1 - su0 + ss1 - ss0) / seconds,
         "client_cpu_pct": 100 * wrk_cpu / seconds,
     }
+    _check_load(f"https:{name}", res)
+    return res
 
 
 def _start_idle_server(name: str, args: argparse.Namespace, cpu: Any) -> Tuple[C.Child, int]:
