@@ -1,5 +1,7 @@
-"""tls: nbio over TLS vs uvloop + asyncio's TLS transport: CPU per message/request, bytes per
-idle TLS connection.
+"""tls: CPU per wss message / https request and bytes per idle TLS connection, nbio vs peers.
+
+nbio's TLS (``ssl.SSLObject`` over memory BIOs on its engine) against uvloop's implementation
+of asyncio's TLS transport (picows, uvicorn, a raw httptools Protocol, an echo Protocol).
 
     python bench/tls.py [--phases wss,https,idle] [--servers a,b] [--seconds 5] [--warmup 1]
                         [--conns 64] [--size 1024] [--idle-conns 5000] [--idle 2]
