@@ -30,7 +30,12 @@ cdef class EndOfMessage:
 
 
 cdef class _H1Parser:
-    cdef object _parser
+    cdef void* _llp                 # llhttp_t* (llhttp is only visible inside _h1.pyx)
+    cdef char* _sbuf                # the span being collected: URL, reason, field + value
+    cdef Py_ssize_t _slen
+    cdef Py_ssize_t _scap
+    cdef Py_ssize_t _flen           # length of the field name at the start of _sbuf
+    cdef object _cb_error           # exception raised inside a parser callback
     cdef list _events
     cdef int _state
     cdef object _status_bad         # status for malformed input: 400 (server) / None (client)
@@ -42,7 +47,7 @@ cdef class _H1Parser:
     cdef list _headers
     cdef list _trailers
     cdef Py_ssize_t _head_bytes      # exact bytes of completed fields (+ target)
-    cdef Py_ssize_t _head_fed        # lower bound of head bytes fed (bounds httptools' buffer)
+    cdef Py_ssize_t _head_fed        # lower bound of head bytes fed (bounds the span buffer)
     cdef Py_ssize_t _feed_len
     cdef Py_ssize_t _header_count
     cdef long long _body_bytes
@@ -55,6 +60,17 @@ cdef class _H1Parser:
     cdef bytes _trailing
 
     cdef _set_limits(self, max_header_bytes, max_header_count, max_body_size)
+    cdef int _init_parser(self, int kind) except -1
+    cdef int _span(self, const char* at, size_t n) except -1
+    cdef int _on_begin(self) except -1
+    cdef int _on_url(self, const char* at, size_t n) except -1
+    cdef int _on_url_complete(self) except -1
+    cdef int _on_status(self, const char* at, size_t n) except -1
+    cdef int _on_status_complete(self) except -1
+    cdef int _on_header(self) except -1
+    cdef int _on_headers_complete(self) except -1
+    cdef int _on_body(self, const char* at, size_t n) except -1
+    cdef int _on_message_complete(self) except -1
     cdef _begin(self)
     cdef _too_big(self, str what)
     cdef _on_body_started(self)

@@ -1,23 +1,21 @@
+# distutils: sources = vendor/llhttp/llhttp.c vendor/llhttp/api.c vendor/llhttp/http.c
+# distutils: include_dirs = vendor/llhttp
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Sans-IO HTTP/1.1 core (Cython): parsing with httptools/llhttp, serializing by hand.
+"""Sans-IO HTTP/1.1 core (Cython): parsing with llhttp (driven from C), serializing by hand.
 
 See :mod:`nbio.http.h1` for the documentation of the public API; this module holds the
 implementation. Everything here is bytes in, events/bytes out: no sockets, no event loop.
 """
 
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from libc.stdint cimport uint8_t, uint16_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
 import time as _time
 from email.utils import formatdate as _formatdate
 from http import HTTPStatus as _HTTPStatus
-
-from httptools import HttpRequestParser, HttpResponseParser
-from httptools.parser.errors import (
-    HttpParserCallbackError,
-    HttpParserError,
-    HttpParserUpgrade,
-)
 
 from nbio.errors import HTTPMessageTooBig, HTTPProtocolError
 
@@ -484,9 +482,207 @@ cdef enum:
     F_CLOSE = 3      # delimited by closing the connection
 
 
+# --- llhttp, driven with C callbacks -----------------------------------------------------------
+
+# llhttp (vendor/llhttp, MIT) is compiled into this module: see the distutils directives at the
+# top (paths valid from the project root, where setup.py builds, and from src/, where
+# `cythonize -i` builds, through the src/vendor symlink).
+cdef extern from "llhttp.h":
+    ctypedef struct llhttp_t:
+        int error
+        void* data
+        uint64_t content_length
+        uint8_t method
+        uint8_t http_major
+        uint8_t http_minor
+        uint8_t upgrade
+        uint16_t status_code
+
+    ctypedef int (*llhttp_data_cb)(llhttp_t*, const char*, size_t) noexcept
+    ctypedef int (*llhttp_cb)(llhttp_t*) noexcept
+
+    ctypedef struct llhttp_settings_t:
+        llhttp_cb on_message_begin
+        llhttp_data_cb on_url
+        llhttp_data_cb on_status
+        llhttp_data_cb on_header_field
+        llhttp_data_cb on_header_value
+        llhttp_cb on_headers_complete
+        llhttp_data_cb on_body
+        llhttp_cb on_message_complete
+        llhttp_cb on_url_complete
+        llhttp_cb on_status_complete
+        llhttp_cb on_header_field_complete
+        llhttp_cb on_header_value_complete
+
+    ctypedef enum llhttp_errno_t:
+        HPE_OK
+        HPE_PAUSED_UPGRADE
+        HPE_USER
+
+    ctypedef enum llhttp_type_t:
+        HTTP_REQUEST
+        HTTP_RESPONSE
+
+    void llhttp_init(llhttp_t* parser, llhttp_type_t type, const llhttp_settings_t* settings)
+    void llhttp_settings_init(llhttp_settings_t* settings)
+    llhttp_errno_t llhttp_execute(llhttp_t* parser, const char* data, size_t len)
+    int llhttp_should_keep_alive(const llhttp_t* parser)
+    void llhttp_resume_after_upgrade(llhttp_t* parser)
+    const char* llhttp_get_error_reason(const llhttp_t* parser)
+    const char* llhttp_get_error_pos(const llhttp_t* parser)
+    const char* llhttp_method_name(int method)
+
+
+# Each callback hands over to a method of the connection (``parser.data``, borrowed: the
+# connection owns the parser). An exception is kept in ``_cb_error`` and stops the parser;
+# ``_feed`` reports it.
+
+cdef int _cb_message_begin(llhttp_t* p) noexcept:
+    cdef _H1Parser self = <_H1Parser>p.data
+    try:
+        self._on_begin()
+    except BaseException as exc:
+        self._cb_error = exc
+        return -1
+    return 0
+
+
+cdef int _cb_url(llhttp_t* p, const char* at, size_t n) noexcept:
+    cdef _H1Parser self = <_H1Parser>p.data
+    try:
+        self._on_url(at, n)
+    except BaseException as exc:
+        self._cb_error = exc
+        return HPE_USER
+    return 0
+
+
+cdef int _cb_url_complete(llhttp_t* p) noexcept:
+    cdef _H1Parser self = <_H1Parser>p.data
+    try:
+        self._on_url_complete()
+    except BaseException as exc:
+        self._cb_error = exc
+        return -1
+    return 0
+
+
+cdef int _cb_status(llhttp_t* p, const char* at, size_t n) noexcept:
+    cdef _H1Parser self = <_H1Parser>p.data
+    try:
+        self._on_status(at, n)
+    except BaseException as exc:
+        self._cb_error = exc
+        return HPE_USER
+    return 0
+
+
+cdef int _cb_status_complete(llhttp_t* p) noexcept:
+    cdef _H1Parser self = <_H1Parser>p.data
+    try:
+        self._on_status_complete()
+    except BaseException as exc:
+        self._cb_error = exc
+        return -1
+    return 0
+
+
+cdef int _cb_span(llhttp_t* p, const char* at, size_t n) noexcept:
+    cdef _H1Parser self = <_H1Parser>p.data
+    try:
+        self._span(at, n)
+    except BaseException as exc:
+        self._cb_error = exc
+        return HPE_USER
+    return 0
+
+
+cdef int _cb_field_complete(llhttp_t* p) noexcept:
+    cdef _H1Parser self = <_H1Parser>p.data
+    self._flen = self._slen
+    return 0
+
+
+cdef int _cb_value_complete(llhttp_t* p) noexcept:
+    cdef _H1Parser self = <_H1Parser>p.data
+    try:
+        self._on_header()
+    except BaseException as exc:
+        self._cb_error = exc
+        return -1
+    return 0
+
+
+cdef int _cb_headers_complete(llhttp_t* p) noexcept:
+    cdef _H1Parser self = <_H1Parser>p.data
+    try:
+        self._on_headers_complete()
+    except BaseException as exc:
+        self._cb_error = exc
+        return -1
+    return 1 if p.upgrade else 0    # an upgrade's bytes belong to the new protocol
+
+
+cdef int _cb_body(llhttp_t* p, const char* at, size_t n) noexcept:
+    cdef _H1Parser self = <_H1Parser>p.data
+    try:
+        self._on_body(at, n)
+    except BaseException as exc:
+        self._cb_error = exc
+        return HPE_USER
+    return 0
+
+
+cdef int _cb_message_complete(llhttp_t* p) noexcept:
+    cdef _H1Parser self = <_H1Parser>p.data
+    try:
+        self._on_message_complete()
+    except BaseException as exc:
+        self._cb_error = exc
+        return -1
+    return 0
+
+
+cdef llhttp_settings_t _SETTINGS
+llhttp_settings_init(&_SETTINGS)
+_SETTINGS.on_message_begin = _cb_message_begin
+_SETTINGS.on_url = _cb_url
+_SETTINGS.on_url_complete = _cb_url_complete
+_SETTINGS.on_status = _cb_status
+_SETTINGS.on_status_complete = _cb_status_complete
+_SETTINGS.on_header_field = _cb_span
+_SETTINGS.on_header_field_complete = _cb_field_complete
+_SETTINGS.on_header_value = _cb_span
+_SETTINGS.on_header_value_complete = _cb_value_complete
+_SETTINGS.on_headers_complete = _cb_headers_complete
+_SETTINGS.on_body = _cb_body
+_SETTINGS.on_message_complete = _cb_message_complete
+
+cdef list _METHODS = [None] * 256   # llhttp method number -> name (filled as seen)
+
+
+cdef inline bytes _method_name(uint8_t m):
+    name = _METHODS[m]
+    if name is None:
+        name = _METHODS[m] = <bytes>llhttp_method_name(m)
+    return <bytes>name
+
+
+cdef inline bytes _lower_from(const char* s, Py_ssize_t n):
+    """A new bytes: the ASCII-lowercase copy of ``s[:n]``."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
+    cdef unsigned char* q = <unsigned char*>PyBytes_AS_STRING(out)
+    cdef const unsigned char* p = <const unsigned char*>s
+    cdef Py_ssize_t i
+    for i in range(n):
+        q[i] = _LOWER[p[i]]
+    return out
+
+
 cdef class _H1Parser:
-    """What both sides share: limits, field collection, body/trailer events, error mapping.
-    The ``on_*`` methods are httptools callbacks, not public API."""
+    """What both sides share: limits, field collection, body/trailer events, error mapping,
+    and the llhttp parser (fed by :meth:`_feed`, calling back the ``_on_*`` methods)."""
 
 
     def __cinit__(self):
@@ -494,6 +690,24 @@ cdef class _H1Parser:
         self._state = S_IDLE
         self._trailing = b""
         self._feed_len = 0
+        self._llp = NULL
+        self._sbuf = NULL
+        self._slen = self._scap = self._flen = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self._llp)
+        PyMem_Free(self._sbuf)
+
+    cdef int _init_parser(self, int kind) except -1:
+        cdef llhttp_t* p = <llhttp_t*>self._llp
+        if p == NULL:
+            p = <llhttp_t*>PyMem_Malloc(sizeof(llhttp_t))
+            if p == NULL:
+                raise MemoryError()
+            self._llp = p
+        llhttp_init(p, <llhttp_type_t>kind, &_SETTINGS)
+        p.data = <void*>self
+        return 0
 
     cdef _set_limits(self, max_header_bytes, max_header_count, max_body_size):
         if max_header_bytes < 64 or max_header_count < 1:
@@ -503,6 +717,45 @@ cdef class _H1Parser:
         self._max_body_size = -1 if max_body_size is None else max_body_size
         if max_body_size is not None and max_body_size < 0:
             raise ValueError("max_body_size must be >= 0 or None")
+
+    cdef int _span(self, const char* at, size_t n) except -1:
+        """Append a piece of the span being collected to ``_sbuf``."""
+        cdef Py_ssize_t need = self._slen + <Py_ssize_t>n, cap
+        cdef char* buf
+        if need > self._scap:
+            cap = self._scap * 2 if self._scap else 256
+            while cap < need:
+                cap *= 2
+            buf = <char*>PyMem_Realloc(self._sbuf, cap)
+            if buf == NULL:
+                raise MemoryError()
+            self._sbuf = buf
+            self._scap = cap
+        memcpy(self._sbuf + self._slen, at, n)
+        self._slen = need
+        return 0
+
+    cdef int _on_begin(self) except -1:
+        self._begin()
+        return 0
+
+    cdef int _on_url(self, const char* at, size_t n) except -1:
+        return 0
+
+    cdef int _on_url_complete(self) except -1:
+        return 0
+
+    cdef int _on_status(self, const char* at, size_t n) except -1:
+        return 0
+
+    cdef int _on_status_complete(self) except -1:
+        return 0
+
+    cdef int _on_headers_complete(self) except -1:
+        return 0
+
+    cdef int _on_message_complete(self) except -1:
+        return 0
 
     cdef _begin(self):
         self._state = S_HEAD
@@ -518,25 +771,32 @@ cdef class _H1Parser:
         self._expect = None
         self._host_count = 0
         self._conn_tokens = 0
+        self._slen = self._flen = 0
 
     cdef _too_big(self, str what):
         return HTTPProtocolError(431 if self._status_bad is not None else None, what)
 
-    def on_header(self, bytes name, bytes value):
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
-        self._head_bytes += n + PyBytes_GET_SIZE(value) + 4
+    cdef int _on_header(self) except -1:
+        """A field (name in ``_sbuf[:_flen]``, value after it) is complete."""
+        cdef Py_ssize_t n = self._flen, vn = self._slen - self._flen
+        cdef const char* s = self._sbuf
+        cdef bytes name, value, te
+        self._slen = self._flen = 0
+        self._head_bytes += n + vn + 4
         self._header_count += 1
         if self._head_bytes > self._max_header_bytes:
             raise self._too_big("header section too large")
         if self._header_count > self._max_header_count:
             raise self._too_big("too many header fields")
-        name = _lower(name)
-        value = _rstrip_ows(value)
+        name = _lower_from(s, n)
+        while vn > 0 and (s[n + vn - 1] == b' ' or s[n + vn - 1] == b'\t'):
+            vn -= 1
+        value = PyBytes_FromStringAndSize(s + n, vn)
         if self._state != S_HEAD:
             if self._trailers is None:
                 self._trailers = []
             self._trailers.append((name, value))
-            return
+            return 0
         if n == 4:
             if memcmp(PyBytes_AS_STRING(name), b"host", 4) == 0:
                 self._host_count += 1
@@ -560,14 +820,16 @@ cdef class _H1Parser:
                 te = _lower(value)
                 self._te = te if self._te is None else self._te + b", " + te
         self._headers.append((name, value))
+        return 0
 
-    def on_body(self, bytes body):
-        self._body_bytes += PyBytes_GET_SIZE(body)
+    cdef int _on_body(self, const char* at, size_t n) except -1:
+        self._body_bytes += n
         if self._max_body_size >= 0 and self._body_bytes > self._max_body_size:
             raise HTTPMessageTooBig(413 if self._status_bad is not None else None,
                                     "body larger than %d bytes" % self._max_body_size)
         self._on_body_started()
-        self._events.append(_data(body))
+        self._events.append(_data(PyBytes_FromStringAndSize(at, n)))
+        return 0
 
     cdef _on_body_started(self):
         pass
@@ -582,20 +844,16 @@ cdef class _H1Parser:
         return eom
 
     cdef bytes _version(self, bint keep_alive):
-        # get_http_version() formats a str (~0.3 us): skip it when llhttp's keep-alive verdict
-        # already tells. llhttp (strict) only accepts 0.9, 1.0, 1.1 and 2.0, and of those only
-        # 1.1 is persistent without "Connection: keep-alive".
-        if keep_alive and not (self._conn_tokens & C_KEEP_ALIVE):
-            return b"1.1"
-        ver = self._parser.get_http_version()
-        if ver == "1.1":
-            return b"1.1"
-        if ver == "1.0":
-            return b"1.0"
-        if ver[0] != "1":
-            raise HTTPProtocolError(505 if self._status_bad is not None else None,
-                                    "unsupported HTTP version %s" % ver)
-        return (<str>ver).encode("ascii")
+        # llhttp (strict) only accepts 0.9, 1.0, 1.1 and 2.0
+        cdef llhttp_t* p = <llhttp_t*>self._llp
+        if p.http_major == 1:
+            if p.http_minor == 1:
+                return b"1.1"
+            if p.http_minor == 0:
+                return b"1.0"
+            return b"1.%d" % p.http_minor
+        raise HTTPProtocolError(505 if self._status_bad is not None else None,
+                                "unsupported HTTP version %d.%d" % (p.http_major, p.http_minor))
 
     cdef _fail(self, err):
         self._state = S_ERROR
@@ -604,27 +862,47 @@ cdef class _H1Parser:
     cdef list _feed(self, data):
         """Run the parser over ``data``; the events land in (and are returned as) a new list."""
         cdef list events = []
-        self._events = events
-        self._feed_len = len(data)
-        try:
-            self._parser.feed_data(data)
-        except HttpParserUpgrade as exc:
-            self._trailing = bytes(data[exc.args[0]:])
-            self._state = S_UPGRADED
-        except HttpParserCallbackError as exc:
-            err = exc.__context__
-            if not isinstance(err, HTTPProtocolError):
-                raise
-            self._fail(err)
-        except HttpParserError as exc:
-            if self._state != S_CLOSED:
-                self._fail(self._map_error(str(exc)))
+        cdef llhttp_t* p = <llhttp_t*>self._llp
+        cdef Py_buffer view
+        cdef const char* buf
+        cdef Py_ssize_t n, pos
+        cdef bint owned = False
+        cdef llhttp_errno_t err
+        if type(data) is bytes:
+            buf = PyBytes_AS_STRING(data)
+            n = PyBytes_GET_SIZE(data)
         else:
-            if self._state == S_HEAD:
-                self._head_fed += self._feed_len
-                if self._head_fed > self._max_header_bytes:
-                    self._fail(self._too_big("header section too large"))
-        self._events = None   # the caller owns the list now; idle connections keep nothing
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            owned = True
+            buf = <const char*>view.buf
+            n = view.len
+        self._events = events
+        self._feed_len = n
+        try:
+            err = llhttp_execute(p, buf, <size_t>n)
+            if err == HPE_OK:
+                if self._state == S_HEAD:
+                    self._head_fed += self._feed_len
+                    if self._head_fed > self._max_header_bytes:
+                        self._fail(self._too_big("header section too large"))
+            elif err == HPE_PAUSED_UPGRADE and p.upgrade:
+                pos = llhttp_get_error_pos(p) - buf
+                llhttp_resume_after_upgrade(p)
+                self._trailing = PyBytes_FromStringAndSize(buf + pos, n - pos)
+                self._state = S_UPGRADED
+            elif self._cb_error is not None:
+                exc = self._cb_error
+                self._cb_error = None
+                if not isinstance(exc, HTTPProtocolError):
+                    raise exc
+                self._fail(exc)
+            elif self._state != S_CLOSED:
+                self._fail(self._map_error(
+                    (<bytes>llhttp_get_error_reason(p)).decode("latin-1")))
+        finally:
+            if owned:
+                PyBuffer_Release(&view)
+            self._events = None   # the caller owns the list now; idle connections keep nothing
         return events
 
     cdef _map_error(self, str reason):
@@ -660,29 +938,33 @@ cdef class ServerConnection(_H1Parser):
         self._pause_at = -1
         self._held = None
         self.pause_after_message = pause_after_message
-        self._parser = HttpRequestParser(self)
+        self._init_parser(HTTP_REQUEST)
 
-    # -- httptools callbacks ----------------------------------------------------------------
+    # -- parser callbacks -------------------------------------------------------------------
 
-    def on_message_begin(self):
+    cdef int _on_begin(self) except -1:
         self._begin()
         self._url = None
+        return 0
 
-    def on_url(self, bytes url):
-        self._head_bytes += PyBytes_GET_SIZE(url)
-        if self._url is None:
-            self._url = url
-        else:
-            self._url += url
-        if PyBytes_GET_SIZE(self._url) > self._max_request_line:
+    cdef int _on_url(self, const char* at, size_t n) except -1:
+        self._head_bytes += n
+        self._span(at, n)
+        if self._slen > self._max_request_line:
             raise HTTPProtocolError(414, "request target too long")
+        return 0
 
-    def on_headers_complete(self):
+    cdef int _on_url_complete(self) except -1:
+        self._url = PyBytes_FromStringAndSize(self._sbuf, self._slen)
+        self._slen = 0
+        return 0
+
+    cdef int _on_headers_complete(self) except -1:
         cdef Request req
         cdef object cl = self._content_length
         cdef bint chunked = False
-        p = self._parser
-        cdef bint keep_alive = p.should_keep_alive()
+        cdef llhttp_t* p = <llhttp_t*>self._llp
+        cdef bint keep_alive = llhttp_should_keep_alive(p)
         cdef bytes version = self._version(keep_alive)
         if version == b"1.1":
             if self._host_count != 1:
@@ -695,7 +977,7 @@ cdef class ServerConnection(_H1Parser):
         elif cl is not None and self._max_body_size >= 0 and cl > self._max_body_size:
             raise HTTPMessageTooBig(413, "body larger than %d bytes" % self._max_body_size)
         req = Request.__new__(Request)
-        req.method = p.get_method()
+        req.method = _method_name(p.method)
         req.target = self._url if self._url is not None else b""
         req.http_version = version
         req.headers = self._headers
@@ -704,7 +986,7 @@ cdef class ServerConnection(_H1Parser):
         req.chunked = chunked
         req.upgrade = None
         if self._upgrade is not None or req.method == b"CONNECT":
-            if p.should_upgrade():
+            if p.upgrade:
                 req.upgrade = self._upgrade if req.method != b"CONNECT" else b"connect"
                 if chunked or (cl is not None and cl > 0):
                     # llhttp hands the body over to the new protocol: we cannot go on in HTTP.
@@ -719,6 +1001,7 @@ cdef class ServerConnection(_H1Parser):
         self._url = None
         self._pending.append(req)
         self._events.append(req)
+        return 0
 
     cdef bint _check_te(self, bytes version) except -1:
         # RFC 9112 6.1: a 1.0 message with Transfer-Encoding has faulty framing.
@@ -734,7 +1017,7 @@ cdef class ServerConnection(_H1Parser):
     cdef _on_body_started(self):
         self._req._body_started = True
 
-    def on_message_complete(self):
+    cdef int _on_message_complete(self) except -1:
         # RFC 9112 9.6: nothing after a request without keep-alive is processed (llhttp
         # reports "Data after Connection: close", which is ignored).
         self._state = S_IDLE if self._req.keep_alive else S_CLOSED
@@ -743,6 +1026,7 @@ cdef class ServerConnection(_H1Parser):
         self._events.append(self._eom())
         if self.pause_after_message and self._pause_at < 0:
             self._pause_at = len(self._events)
+        return 0
 
     # -- input ------------------------------------------------------------------------------
 
@@ -1012,8 +1296,7 @@ cdef class ServerConnection(_H1Parser):
         ])
 
     def close(self):
-        """Drop the parser (breaks the reference cycle with it); the object is unusable after."""
-        self._parser = None
+        """Stop parsing; the object is unusable after."""
         self._state = S_ERROR
 
 
@@ -1043,7 +1326,7 @@ cdef class ClientConnection(_H1Parser):
         self._set_limits(max_header_bytes, max_header_count, max_body_size)
         self._status_bad = None
         self._buf = b""
-        self._parser = HttpResponseParser(self)
+        self._init_parser(HTTP_RESPONSE)
 
     # -- output -----------------------------------------------------------------------------
 
@@ -1119,30 +1402,37 @@ cdef class ClientConnection(_H1Parser):
                              % self._qremaining)
         return b""
 
-    # -- httptools callbacks ----------------------------------------------------------------
+    # -- parser callbacks -------------------------------------------------------------------
 
-    def on_message_begin(self):
+    cdef int _on_begin(self) except -1:
         if self._method is None:
             raise HTTPProtocolError(None, "response without a request")
         self._begin()
         self._reason = b""
+        return 0
 
-    def on_status(self, bytes reason):
-        self._head_bytes += PyBytes_GET_SIZE(reason)
-        self._reason = reason if not self._reason else self._reason + reason
+    cdef int _on_status(self, const char* at, size_t n) except -1:
+        self._head_bytes += n
+        self._span(at, n)
         if self._head_bytes > self._max_header_bytes:
             raise self._too_big("status line too long")
+        return 0
 
-    def on_headers_complete(self):
+    cdef int _on_status_complete(self) except -1:
+        self._reason = PyBytes_FromStringAndSize(self._sbuf, self._slen)
+        self._slen = 0
+        return 0
+
+    cdef int _on_headers_complete(self) except -1:
         cdef Response resp
         cdef int status
         cdef object cl = self._content_length
-        p = self._parser
+        cdef llhttp_t* p = <llhttp_t*>self._llp
         resp = Response.__new__(Response)
-        status = p.get_status_code()
+        status = p.status_code
         resp.status = status
         resp.reason = self._reason
-        resp.keep_alive = p.should_keep_alive()
+        resp.keep_alive = llhttp_should_keep_alive(p)
         if self._head_only and not resp.keep_alive:
             # llhttp thinks an unframed body runs to EOF; a response to HEAD has none
             resp.http_version = self._version(False)
@@ -1170,14 +1460,16 @@ cdef class ClientConnection(_H1Parser):
             self._resp_keep_alive = resp.keep_alive
             self._state = S_BODY
         self._events.append(resp)
+        return 0
 
-    def on_message_complete(self):
+    cdef int _on_message_complete(self) except -1:
         self._state = S_IDLE
         if self._interim:
             self._trailers = None
-            return
+            return 0
         if not self._head_only:
             self._finish()
+        return 0
 
     cdef _finish(self):
         self._events.append(self._eom())
@@ -1204,8 +1496,9 @@ cdef class ClientConnection(_H1Parser):
         cdef list events = []
         cdef Py_ssize_t end
         cdef Response resp
+        cdef llhttp_t tmp
+        cdef void* main = self._llp
         self._buf += data
-        main = self._parser
         try:
             while self._head_only and self._state < S_UPGRADED:
                 if self._method is None:
@@ -1221,7 +1514,9 @@ cdef class ClientConnection(_H1Parser):
                     break
                 head = self._buf[:end + 4]
                 self._buf = self._buf[end + 4:]
-                self._parser = HttpResponseParser(self)
+                llhttp_init(&tmp, HTTP_RESPONSE, &_SETTINGS)
+                tmp.data = <void*>self
+                self._llp = &tmp
                 n = len(events)
                 events.extend(self._feed(head))
                 if self._state == S_ERROR:
@@ -1241,7 +1536,7 @@ cdef class ClientConnection(_H1Parser):
                         self._buf = b""
                         self._resp_keep_alive = False
         finally:
-            self._parser = main
+            self._llp = main
         if not self._head_only and self._buf and self._state < S_UPGRADED:
             rest = self._buf
             self._buf = b""
@@ -1275,6 +1570,5 @@ cdef class ClientConnection(_H1Parser):
                 and self._resp_keep_alive and not self._close_sent and self._state == S_IDLE)
 
     def close(self):
-        """Drop the parser (breaks the reference cycle with it); the object is unusable after."""
-        self._parser = None
+        """Stop parsing; the object is unusable after."""
         self._state = S_ERROR

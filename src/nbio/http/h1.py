@@ -1,7 +1,9 @@
 """Sans-IO HTTP/1.1 for both ends of a connection: bytes in, events out; calls in, bytes out.
 
-Parsing uses httptools (llhttp, strict mode); serialization is done here. No sockets, no event
-loop: the engine feeds received bytes and writes the bytes these objects return.
+Parsing uses llhttp (strict mode; vendored in vendor/llhttp and driven from Cython with C
+callbacks: Python objects are made once per field and per message, not per parser event);
+serialization is done here. No sockets, no event loop: the engine feeds received bytes and
+writes the bytes these objects return.
 
 Events (``receive_data`` returns them in order, as a list):
 
@@ -71,7 +73,7 @@ other transfer codings → 501; missing or duplicate Host in HTTP/1.1 → 400. L
 target (414), header section bytes and field count (431, trailers included), body size (413,
 checked against Content-Length up front and while reading chunked bodies).
 
-Known limits of httptools' API, by design here: versions other than 1.0/1.1 are answered 505
+Known limits of llhttp, by design here: versions other than 1.0/1.1 are answered 505
 (llhttp strict mode rejects HTTP/1.2+); unknown methods are answered 400 (llhttp knows a fixed
 method list); the head of a response to HEAD/CONNECT is cut at its blank line by hand because
 llhttp cannot be told the body is absent.
