@@ -26,11 +26,14 @@ from ._timers import TimerWheel
 class PortableConn(ConnBase, asyncio.Protocol):
     """A stream connection on the portable backend (also the asyncio Protocol)."""
 
-    __slots__ = ("_close_reason", "_files", "_pending_reason", "_transport")
+    __slots__ = ("_close_reason", "_files", "_held", "_pending_reason", "_transport")
 
     def __init__(self, hub: Hub, flags: int = 0) -> None:
         ConnBase.__init__(self, hub)
         self._transport: Optional[asyncio.Transport] = None
+        # Data that arrived while reading was paused (uvloop starts reading after
+        # connection_made even when it paused the transport), delivered on resume.
+        self._held: Optional[bytes] = None
         self._close_reason: Optional[BaseException] = None
         self._files: Optional[FileQueue] = None
         self._flags = flags
@@ -73,12 +76,17 @@ class PortableConn(ConnBase, asyncio.Protocol):
         hub = self._hub
         hub.engine.bytes_in += len(data)
         self._touch()
+        if self._held is not None or self._flags & (F_PAUSED | F_MEM_PAUSED):
+            self._hold(data)
+            return
         try:
             hub.on_data(self, data)
         except Exception as exc:
             self._fail("on_data", exc)
 
     def eof_received(self) -> bool:
+        if self._held is not None:
+            self._release_held()  # what came before the EOF goes first
         keep = False
         on_eof = self._hub.on_eof
         if on_eof is not None:
@@ -211,6 +219,7 @@ class PortableConn(ConnBase, asyncio.Protocol):
             self._flags &= ~F_PAUSED
             if not self._flags & F_MEM_PAUSED:
                 self._transport.resume_reading()
+                self._schedule_held()
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -238,6 +247,28 @@ class PortableConn(ConnBase, asyncio.Protocol):
             self._flags &= ~F_MEM_PAUSED
             if not self._flags & (F_PAUSED | F_CLOSED):
                 self._transport.resume_reading()
+                self._schedule_held()
+
+    def _hold(self, data: bytes) -> None:
+        """Keep ``data`` for later: reading is paused (or held data is still waiting to be
+        delivered, and order matters). Makes sure the transport really stops reading."""
+        self._held = bytes(data) if self._held is None else self._held + data
+        if self._flags & (F_PAUSED | F_MEM_PAUSED) and self._transport is not None:
+            self._transport.pause_reading()
+
+    def _schedule_held(self) -> None:
+        if self._held is not None:
+            self._hub.engine.loop.call_soon(self._release_held)
+
+    def _release_held(self) -> None:
+        data = self._held
+        if data is None or self._flags & (F_PAUSED | F_MEM_PAUSED | F_CLOSED):
+            return
+        self._held = None
+        try:
+            self._hub.on_data(self, data)
+        except Exception as exc:
+            self._fail("on_data", exc)
 
     def _sync_buffered(self) -> None:
         transport = self._transport
