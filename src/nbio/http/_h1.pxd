@@ -9,6 +9,13 @@ cdef enum:
     S_CLOSED = 5     # the last message did not keep the connection alive: input is ignored
 
 
+cdef struct _Out:                   # a growing output buffer (see _h1.pyx)
+    char* p
+    Py_ssize_t n
+    Py_ssize_t cap
+    bint heap
+
+
 cdef class Request:
     cdef readonly bytes method
     cdef readonly bytes target
@@ -99,7 +106,8 @@ cdef class ServerConnection(_H1Parser):
     cdef object _error
 
     cdef bint _check_te(self, bytes version) except -1
-    cdef list _head(self, int status, object headers, object reason, long long body_len)
+    cdef int _head(self, _Out* o, int status, object headers, object reason,
+                   long long body_len) except -1
     cpdef list receive_data(self, data)
     cpdef bytes respond(self, int status, headers=*, body=*, reason=*)
     cpdef list resume(self)

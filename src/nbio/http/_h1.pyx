@@ -373,8 +373,77 @@ cdef struct _Fields:
     bint host                    # Host given
 
 
-cdef _Fields _append_fields(list parts, object headers) except *:
-    """Validate ``headers`` and append their serialization to ``parts``; report the framing
+# A head is written into one C buffer (on the stack, moved to the heap when it outgrows it)
+# and becomes one bytes object: no list of parts, no join.
+
+cdef int _out_grow(_Out* o, Py_ssize_t need) except -1:
+    cdef Py_ssize_t cap = o.cap * 2
+    cdef char* p
+    while cap < need:
+        cap *= 2
+    if o.heap:
+        p = <char*>PyMem_Realloc(o.p, cap)
+    else:
+        p = <char*>PyMem_Malloc(cap)
+        if p != NULL:
+            memcpy(p, o.p, o.n)
+    if p == NULL:
+        raise MemoryError()
+    o.p = p
+    o.cap = cap
+    o.heap = True
+    return 0
+
+
+cdef inline int _out_add(_Out* o, const char* s, Py_ssize_t n) except -1:
+    if o.n + n > o.cap:
+        _out_grow(o, o.n + n)
+    memcpy(o.p + o.n, s, n)
+    o.n += n
+    return 0
+
+
+cdef inline int _out_bytes(_Out* o, bytes b) except -1:
+    return _out_add(o, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+
+
+cdef inline void _out_free(_Out* o) noexcept:
+    if o.heap:
+        PyMem_Free(o.p)
+        o.heap = False
+
+
+cdef bytes _out_take(_Out* o, bytes tail):
+    """The buffer's content followed by ``tail`` (may be None) as one bytes object."""
+    cdef Py_ssize_t t = PyBytes_GET_SIZE(tail) if tail is not None else 0
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, o.n + t)
+    cdef char* q = PyBytes_AS_STRING(out)
+    memcpy(q, o.p, o.n)
+    if t:
+        memcpy(q + o.n, PyBytes_AS_STRING(tail), t)
+    return out
+
+
+cdef int _out_length(_Out* o, long long n) except -1:
+    """``Content-Length: <n>\r\n``."""
+    cdef char buf[40]
+    cdef Py_ssize_t i = 38
+    buf[38] = b'\r'
+    buf[39] = b'\n'
+    if n == 0:
+        i -= 1
+        buf[i] = b'0'
+    while n:
+        i -= 1
+        buf[i] = <char>(48 + n % 10)
+        n //= 10
+    i -= 16
+    memcpy(buf + i, b"Content-Length: ", 16)
+    return _out_add(o, buf + i, 40 - i)
+
+
+cdef _Fields _append_fields(_Out* o, object headers) except *:
+    """Validate ``headers`` and write their serialization to ``o``; report the framing
     and connection-management fields found. Transfer-Encoding is reported, not copied."""
     cdef _Fields f
     cdef bytes name, value
@@ -405,10 +474,10 @@ cdef _Fields _append_fields(list parts, object headers) except *:
                 f.date = True
             elif _ieq(name, "host", 4):
                 f.host = True
-        parts.append(name)
-        parts.append(b": ")
-        parts.append(value)
-        parts.append(b"\r\n")
+        _out_bytes(o, name)
+        _out_add(o, ": ", 2)
+        _out_bytes(o, value)
+        _out_add(o, "\r\n", 2)
     if f.chunked and f.content_length >= 0:
         raise ValueError("both Content-Length and Transfer-Encoding given")
     return f
@@ -452,12 +521,18 @@ cdef bytes _chunk(object chunk):
 cdef bytes _last_chunk(object trailers):
     if not trailers:
         return b"0\r\n\r\n"
-    cdef list parts = [b"0\r\n"]
-    cdef _Fields f = _append_fields(parts, trailers)
-    if f.content_length >= 0 or f.chunked:
-        raise ValueError("framing fields are not allowed in trailers")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    cdef char stack[512]
+    cdef _Out o = _Out(&stack[0], 0, 512, False)
+    cdef _Fields f
+    try:
+        _out_add(&o, "0\r\n", 3)
+        f = _append_fields(&o, trailers)
+        if f.content_length >= 0 or f.chunked:
+            raise ValueError("framing fields are not allowed in trailers")
+        _out_add(&o, "\r\n", 2)
+        return _out_take(&o, None)
+    finally:
+        _out_free(&o)
 
 
 cdef inline bytes _body_bytes(object body):
@@ -1139,10 +1214,10 @@ cdef class ServerConnection(_H1Parser):
             return b"HTTP/1.1 100 Continue\r\n\r\n"
         return b""
 
-    cdef list _head(self, int status, object headers, object reason, long long body_len):
+    cdef int _head(self, _Out* o, int status, object headers, object reason,
+                   long long body_len) except -1:
         """Build the head of a response to the oldest pending request."""
         cdef Request req
-        cdef list parts
         cdef _Fields f
         cdef bint close, no_body
         if not self._pending:
@@ -1150,16 +1225,16 @@ cdef class ServerConnection(_H1Parser):
         if self._rstarted:
             raise RuntimeError("a response is already in progress")
         req = self._pending[0]
-        parts = [_status_line(status, reason)]
-        f = _append_fields(parts, headers)
+        _out_bytes(o, _status_line(status, reason))
+        f = _append_fields(o, headers)
         if status < 200:
             if status == 101:
                 self._switched = True
                 self._pending.pop(0)
             if not f.date:
-                parts.append(_DATE_LINE)
-            parts.append(b"\r\n")
-            return parts
+                _out_bytes(o, _DATE_LINE)
+            _out_add(o, "\r\n", 2)
+            return 0
         no_body = status == 204 or status == 304
         self._rhead_only = req.method == b"HEAD"
         close = self._must_close or f.close or not req.keep_alive
@@ -1173,7 +1248,7 @@ cdef class ServerConnection(_H1Parser):
                 # (a response to HEAD may announce the length of the body it does not send)
                 raise ValueError("framing headers disagree with the body length")
             if f.content_length < 0:
-                parts.append(_length_line(<Py_ssize_t>body_len))
+                _out_length(o, body_len)
             self._rframing = F_LENGTH
             self._rremaining = body_len
         elif f.content_length >= 0:
@@ -1185,7 +1260,7 @@ cdef class ServerConnection(_H1Parser):
             close = True
         else:
             if not self._rhead_only:
-                parts.append(b"Transfer-Encoding: chunked\r\n")
+                _out_add(o, "Transfer-Encoding: chunked\r\n", 28)
             self._rframing = F_CHUNKED
         if self._rhead_only:
             self._rframing = F_NONE
@@ -1195,35 +1270,43 @@ cdef class ServerConnection(_H1Parser):
         if close:
             self._must_close = True
             if not f.close:
-                parts.append(b"Connection: close\r\n")
+                _out_add(o, "Connection: close\r\n", 19)
         elif req.http_version == b"1.0" and not f.keep_alive:
-            parts.append(b"Connection: keep-alive\r\n")
+            _out_add(o, "Connection: keep-alive\r\n", 24)
         if not f.date:
-            parts.append(_DATE_LINE)
-        parts.append(b"\r\n")
-        return parts
+            _out_bytes(o, _DATE_LINE)
+        _out_add(o, "\r\n", 2)
+        return 0
 
     cpdef bytes respond(self, int status, headers=(), body=b"", reason=None):
         """Build a complete response (head and body, Content-Length set) to the oldest pending
         request. For HEAD requests the body is measured but not sent."""
         cdef bytes b = _body_bytes(body)
-        cdef list parts = self._head(status, headers, reason, PyBytes_GET_SIZE(b))
-        if status < 200:
-            return b"".join(parts)
-        if self._rframing != F_NONE and PyBytes_GET_SIZE(b):
-            parts.append(b)
-        self._pending.pop(0)
-        return b"".join(parts)
+        cdef char stack[1024]
+        cdef _Out o = _Out(&stack[0], 0, 1024, False)
+        try:
+            self._head(&o, status, headers, reason, PyBytes_GET_SIZE(b))
+            if status < 200:
+                return _out_take(&o, None)
+            del self._pending[0]
+            return _out_take(&o, b if self._rframing != F_NONE else None)
+        finally:
+            _out_free(&o)
 
     def start_response(self, int status, headers=(), reason=None):
         """Build a response head whose body follows with :meth:`send_data` and
         :meth:`end_response`. Content-Length in ``headers`` selects identity framing, else
         chunked (HTTP/1.1) or close-delimited (HTTP/1.0). A 1xx status builds an interim
         response (101 switches protocols)."""
-        cdef list parts = self._head(status, headers, reason, -1)
-        if status >= 200:
-            self._rstarted = True
-        return b"".join(parts)
+        cdef char stack[1024]
+        cdef _Out o = _Out(&stack[0], 0, 1024, False)
+        try:
+            self._head(&o, status, headers, reason, -1)
+            if status >= 200:
+                self._rstarted = True
+            return _out_take(&o, None)
+        finally:
+            _out_free(&o)
 
     def send_data(self, data):
         """Frame a piece of the body of the response in progress."""
@@ -1336,15 +1419,26 @@ cdef class ClientConnection(_H1Parser):
         :meth:`end_request` (Content-Length from ``headers`` if given, else chunked). Otherwise
         the request has no body (``Content-Length: 0`` for POST/PUT/PATCH). A Host header is
         required."""
-        cdef bytes m = _as_bytes(method), t = _as_bytes(target), b = None
-        cdef list parts
-        cdef _Fields f
+        cdef bytes m = _as_bytes(method), t = _as_bytes(target)
+        cdef char stack[1024]
+        cdef _Out o = _Out(&stack[0], 0, 1024, False)
         if self._method is not None or self._state == S_UPGRADED or self._state == S_ERROR:
             raise RuntimeError("the connection is busy or unusable (one request at a time)")
         _check_token(m, "method")
         _check_target(t)
-        parts = [m, b" ", t, b" HTTP/1.1\r\n"]
-        f = _append_fields(parts, headers)
+        try:
+            return self._request(&o, m, t, headers, body, stream)
+        finally:
+            _out_free(&o)
+
+    cdef bytes _request(self, _Out* o, bytes m, bytes t, headers, body, bint stream):
+        cdef bytes b = None
+        cdef _Fields f
+        _out_bytes(o, m)
+        _out_add(o, " ", 1)
+        _out_bytes(o, t)
+        _out_add(o, " HTTP/1.1\r\n", 11)
+        f = _append_fields(o, headers)
         if not f.host:
             raise ValueError("a Host header is required")
         if body is not None:
@@ -1356,7 +1450,7 @@ cdef class ClientConnection(_H1Parser):
         if f.chunked or (stream and f.content_length < 0):
             if not stream:
                 raise ValueError("Transfer-Encoding: chunked needs stream=True")
-            parts.append(b"Transfer-Encoding: chunked\r\n")
+            _out_add(o, "Transfer-Encoding: chunked\r\n", 28)
             self._qframing = F_CHUNKED
         elif stream:
             self._qframing = F_LENGTH
@@ -1364,19 +1458,17 @@ cdef class ClientConnection(_H1Parser):
         else:
             self._qframing = F_NONE
             if f.content_length < 0 and (b or m in (b"POST", b"PUT", b"PATCH")):
-                parts.append(_length_line(len(b) if b is not None else 0))
+                _out_length(o, len(b) if b is not None else 0)
             elif f.content_length > 0 and b is None:
                 raise ValueError("Content-Length given without a body (use stream=True)")
-        parts.append(b"\r\n")
-        if b:
-            parts.append(b)
+        _out_add(o, "\r\n", 2)
         self._method = m
         self._sending = stream
         self._close_sent = f.close
         self._resp_done = False
         self._connect = m == b"CONNECT"
         self._head_only = self._connect or m == b"HEAD"
-        return b"".join(parts)
+        return _out_take(o, b)
 
     def send_data(self, data):
         """Frame a piece of the request body."""
