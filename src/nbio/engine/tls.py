@@ -24,7 +24,7 @@ __all__ = ["TLSConn", "TLSLayer", "default_client_context"]
 
 logger = logging.getLogger("nbio.engine.tls")
 
-_READ_SIZE = 65536
+_READ_SIZE = 16384  # a TLS record carries at most 16 KiB of plaintext
 _LINGER = 5.0  # seconds to wait for the peer's close_notify after ours
 
 # TLSConn states
@@ -395,6 +395,8 @@ class TLSConn:
                 self._close_reason = exc
                 self._raw.abort()
                 return
+            if not self._in.pending and not self._ssl.pending():
+                break  # nothing left to decrypt: skip the read that would only fail
         self._flush()  # session tickets, key updates
 
     def _peer_closed(self) -> None:
