@@ -8,11 +8,10 @@ import socket
 from typing import Any
 
 import pytest
+from tests.engine._engine_support import Recorder, make_engine
 
 from nbio.engine import Handler
 from nbio.errors import ConnectionClosed, WriteBufferOverflow
-
-from conftest import Recorder, make_engine
 
 MiB = 1024 * 1024
 

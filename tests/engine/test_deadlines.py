@@ -6,10 +6,10 @@ import asyncio
 import socket
 from typing import Any
 
+from tests.engine._engine_support import Recorder, make_engine
+
 from nbio.engine import Handler
 from nbio.errors import DeadlineExceeded
-
-from conftest import Recorder, make_engine
 
 
 class DeadlineServer(Recorder):

@@ -7,8 +7,7 @@ import os
 import socket
 
 import pytest
-
-from conftest import Recorder, make_engine
+from tests.engine._engine_support import Recorder, make_engine
 
 
 def _open_fds() -> int:

@@ -8,9 +8,9 @@ import random
 import tempfile
 from typing import Any
 
-from nbio.engine import Conn, Handler
+from tests.engine._engine_support import Recorder, make_engine
 
-from conftest import Recorder, make_engine
+from nbio.engine import Conn, Handler
 
 
 async def test_echo_1000_concurrent_connections_random_sizes(engine: str) -> None:

@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 import trustme
+from tests.engine._engine_support import Recorder, make_engine
 
 from nbio.engine import Handler, TLSConn
 from nbio.errors import ClosedByPeer, DeadlineExceeded
-
-from conftest import Recorder, make_engine
 
 MiB = 1024 * 1024
 

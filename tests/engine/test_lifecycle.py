@@ -11,11 +11,10 @@ import tempfile
 from typing import Any
 
 import pytest
+from tests.engine._engine_support import Recorder, make_engine
 
 from nbio.engine import Handler
 from nbio.errors import ClosedByPeer, ConnectionClosed
-
-from conftest import Recorder, make_engine
 
 
 async def test_peer_eof_reports_closed_by_peer(engine: str) -> None:

@@ -6,9 +6,9 @@ import asyncio
 import socket
 from typing import Any
 
-from nbio.errors import DeadlineExceeded
+from tests.engine._engine_support import Recorder, make_engine
 
-from conftest import Recorder, make_engine
+from nbio.errors import DeadlineExceeded
 
 
 async def recv_datagram(sock: socket.socket, timeout: float = 5.0) -> bytes:
