@@ -21,7 +21,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from nbio.errors import ProtocolError
 from nbio.ws.deflate import (
@@ -102,8 +102,21 @@ def _text(s: HeaderPart) -> str:
     return s.decode("latin-1") if isinstance(s, (bytes, bytearray)) else s
 
 
-def _values(headers: Headers, name: str) -> List[str]:
-    return [_text(v).strip() for n, v in headers if _text(n).lower() == name]
+def _index(headers: Headers) -> Dict[str, List[str]]:
+    """Header values by lowercased name (decoded and stripped once, in order)."""
+    idx: Dict[str, List[str]] = {}
+    for n, v in headers:
+        name = _text(n).lower()
+        value = _text(v).strip()
+        values = idx.get(name)
+        if values is None:
+            idx[name] = [value]
+        else:
+            values.append(value)
+    return idx
+
+
+_NONE: List[str] = []
 
 
 def _tokens(values: Iterable[str]) -> List[str]:
@@ -213,18 +226,19 @@ def accept(
     if http_version not in ("1.1", "HTTP/1.1") and not http_version.startswith(("2", "3")):
         raise HandshakeError(400, f"WebSocket upgrade needs HTTP/1.1, not {http_version}")
     upgrade_hint = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
-    if "websocket" not in _tokens(_values(headers, "upgrade")):
+    h = _index(headers)
+    if "websocket" not in _tokens(h.get("upgrade", _NONE)):
         raise HandshakeError(426, "missing Upgrade: websocket", upgrade_hint)
-    if "upgrade" not in _tokens(_values(headers, "connection")):
+    if "upgrade" not in _tokens(h.get("connection", _NONE)):
         raise HandshakeError(426, "missing Connection: upgrade", upgrade_hint)
-    if not _values(headers, "host"):
+    if not h.get("host", _NONE):
         raise HandshakeError(400, "missing Host header")
-    versions = _values(headers, "sec-websocket-version")
+    versions = h.get("sec-websocket-version", _NONE)
     if versions != ["13"]:
         raise HandshakeError(
             426, "unsupported Sec-WebSocket-Version", [("Sec-WebSocket-Version", "13")]
         )
-    keys = _values(headers, "sec-websocket-key")
+    keys = h.get("sec-websocket-key", _NONE)
     if len(keys) != 1:
         raise HandshakeError(400, "missing or repeated Sec-WebSocket-Key")
     key = keys[0]
@@ -235,11 +249,11 @@ def accept(
     if len(raw) != 16:
         raise HandshakeError(400, "invalid Sec-WebSocket-Key")
     if origins is not None:
-        origin = _values(headers, "origin")
+        origin = h.get("origin", _NONE)
         if len(origin) != 1 or origin[0] not in origins:
             raise HandshakeError(403, "origin not allowed")
 
-    offered = _list(_values(headers, "sec-websocket-protocol"))
+    offered = _list(h.get("sec-websocket-protocol", _NONE))
     subprotocol: Optional[str] = None
     if offered:
         if callable(subprotocols):
@@ -253,7 +267,7 @@ def accept(
     ext_header: Optional[str] = None
     if deflate is not None:
         try:
-            exts = parse_extensions(_values(headers, "sec-websocket-extensions"))
+            exts = parse_extensions(h.get("sec-websocket-extensions", _NONE))
         except NegotiationError as exc:
             raise HandshakeError(400, str(exc)) from None
         for name, params in exts:
@@ -343,14 +357,15 @@ def validate_response(status: int, headers: Headers, request: ClientRequest) -> 
     (``status`` = the response's status) if the upgrade did not happen correctly."""
     if status != 101:
         raise HandshakeError(status, f"server answered {status} instead of 101")
-    if "websocket" not in _tokens(_values(headers, "upgrade")):
+    h = _index(headers)
+    if "websocket" not in _tokens(h.get("upgrade", _NONE)):
         raise HandshakeError(status, "missing Upgrade: websocket")
-    if "upgrade" not in _tokens(_values(headers, "connection")):
+    if "upgrade" not in _tokens(h.get("connection", _NONE)):
         raise HandshakeError(status, "missing Connection: upgrade")
-    if _values(headers, "sec-websocket-accept") != [accept_key(request.key)]:
+    if h.get("sec-websocket-accept", _NONE) != [accept_key(request.key)]:
         raise HandshakeError(status, "invalid Sec-WebSocket-Accept")
 
-    protocols = _list(_values(headers, "sec-websocket-protocol"))
+    protocols = _list(h.get("sec-websocket-protocol", _NONE))
     subprotocol: Optional[str] = None
     if protocols:
         if len(protocols) > 1:
@@ -361,7 +376,7 @@ def validate_response(status: int, headers: Headers, request: ClientRequest) -> 
 
     state: Optional[PerMessageDeflate] = None
     try:
-        exts = parse_extensions(_values(headers, "sec-websocket-extensions"))
+        exts = parse_extensions(h.get("sec-websocket-extensions", _NONE))
         for name, params in exts:
             if name.lower() != EXTENSION_NAME or request.deflate is None:
                 raise NegotiationError(f"extension {name!r} was not offered")
