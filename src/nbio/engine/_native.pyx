@@ -172,6 +172,9 @@ def _decode_sockaddr(bytes raw):
     return raw
 
 
+# A poll round that returns fewer events than this ends the engine's turn (see _on_ready).
+cdef int REPOLL_MIN_EVENTS = 8
+
 cdef class UdpSocket
 cdef class Listener
 
@@ -994,10 +997,12 @@ cdef class NativeEngine:
         cdef int rounds
         if self.closed:
             return
-        # Drain ready events; poll again while the previous round found work, so a busy
-        # engine handles several batches per loop turn instead of one.
+        # Drain ready events; poll again while the previous round found a batch worth the
+        # extra epoll_wait, so a busy engine handles several batches per loop turn. A round
+        # with only a few events means a lightly loaded engine: polling again would mostly
+        # find nothing and cost a syscall per wake-up (the loop calls us again anyway).
         for rounds in range(self.max_rounds):
-            if self._poll_once() == 0 or self.closed:
+            if self._poll_once() < REPOLL_MIN_EVENTS or self.closed:
                 return
 
     cdef int _poll_once(self) except -1:
