@@ -755,6 +755,40 @@ cdef inline bytes _lower_from(const char* s, Py_ssize_t n):
     return out
 
 
+# Common field names, lowercase, shared by every message that uses them (no allocation).
+cdef tuple _COMMON_NAMES = (
+    b"host", b"date", b"vary", b"etag", b"accept", b"cookie", b"origin", b"pragma",
+    b"server", b"expect", b"range", b"referer", b"upgrade", b"alt-svc", b"location",
+    b"keep-alive", b"connection", b"user-agent", b"set-cookie", b"x-real-ip", b"sec-ch-ua",
+    b"content-type", b"content-length", b"cache-control", b"authorization",
+    b"if-none-match", b"last-modified", b"accept-ranges", b"accept-encoding",
+    b"accept-language", b"content-encoding", b"x-forwarded-for", b"x-requested-with",
+    b"transfer-encoding", b"sec-websocket-key", b"x-forwarded-proto", b"if-modified-since",
+    b"sec-fetch-site", b"sec-fetch-mode", b"sec-fetch-dest", b"sec-fetch-user",
+    b"sec-ch-ua-mobile", b"sec-ch-ua-platform", b"sec-websocket-version",
+    b"sec-websocket-protocol", b"sec-websocket-extensions", b"upgrade-insecure-requests",
+)
+cdef list _NAMES_BY_LEN = [()] * 32
+for _name in _COMMON_NAMES:
+    _NAMES_BY_LEN[len(_name)] = _NAMES_BY_LEN[len(_name)] + (_name,)
+
+
+cdef inline bytes _field_name(const char* s, Py_ssize_t n):
+    """The lowercase field name ``s[:n]``: a shared object for common names, else a new one."""
+    cdef const unsigned char* p = <const unsigned char*>s
+    cdef const unsigned char* c
+    cdef Py_ssize_t i
+    if n < 32:
+        for cand in <tuple>_NAMES_BY_LEN[n]:
+            c = <const unsigned char*>PyBytes_AS_STRING(<bytes>cand)
+            for i in range(n):
+                if _LOWER[p[i]] != c[i]:
+                    break
+            else:
+                return <bytes>cand
+    return _lower_from(s, n)
+
+
 cdef class _H1Parser:
     """What both sides share: limits, field collection, body/trailer events, error mapping,
     and the llhttp parser (fed by :meth:`_feed`, calling back the ``_on_*`` methods)."""
@@ -863,7 +897,7 @@ cdef class _H1Parser:
             raise self._too_big("header section too large")
         if self._header_count > self._max_header_count:
             raise self._too_big("too many header fields")
-        name = _lower_from(s, n)
+        name = _field_name(s, n)
         while vn > 0 and (s[n + vn - 1] == b' ' or s[n + vn - 1] == b'\t'):
             vn -= 1
         value = PyBytes_FromStringAndSize(s + n, vn)
@@ -1123,8 +1157,11 @@ cdef class ServerConnection(_H1Parser):
             self._held.extend(events)
             return []
         if at >= 0:
-            self._held = events[at:]
-            del events[at:]
+            if at == len(events):
+                self._held = []
+            else:
+                self._held = events[at:]
+                del events[at:]
         return events
 
     def receive_eof(self):

@@ -12,15 +12,12 @@ import asyncio
 from asyncio import _get_running_loop
 
 from nbio.errors import ConnectionClosed
-from nbio.http._h1 cimport S_HEAD, ServerConnection
-from nbio.http._h1 import EndOfMessage, Request
+from nbio.http._h1 cimport S_HEAD, EndOfMessage, Request, ServerConnection
 
 cdef bytes _CONTENT_TYPE = b"content-type"
 cdef bytes _TEXT_UTF8 = b"text/plain; charset=utf-8"
 cdef Py_ssize_t _STREAM_HIGH_WATER = 65536  # streamed body bytes buffered before reading pauses
 
-cdef object _EndOfMessage = EndOfMessage
-cdef object _Request = Request
 
 
 cdef inline list _headers(object headers, object content_type):
@@ -293,9 +290,9 @@ cdef class SessionCore:
         cdef ServerConnection h1 = <ServerConnection?>self.h1
         cdef list events = h1.receive_data(data)
         cdef bint done = False
-        if len(events) == 2 and not self.busy and type(events[1]) is _EndOfMessage:
+        if len(events) == 2 and not self.busy and type(events[1]) is EndOfMessage:
             head = events[0]
-            if type(head) is _Request and head.upgrade is None:
+            if type(head) is Request and (<Request>head).upgrade is None:
                 if self._plain_fast:
                     done = self._fast(head, events[1])
                 else:
