@@ -486,24 +486,6 @@ cdef _Fields _append_fields(_Out* o, object headers) except *:
 cdef const char* _HEX = b"0123456789abcdef"
 
 
-cdef bytes _length_line(Py_ssize_t n):
-    """``b"Content-Length: <n>\\r\\n"`` in one allocation."""
-    cdef char buf[40]
-    cdef Py_ssize_t i = 38, k
-    buf[38] = b'\r'
-    buf[39] = b'\n'
-    if n == 0:
-        i -= 1
-        buf[i] = b'0'
-    while n:
-        i -= 1
-        buf[i] = <char>(48 + n % 10)
-        n //= 10
-    i -= 16
-    memcpy(buf + i, b"Content-Length: ", 16)
-    return PyBytes_FromStringAndSize(buf + i, 40 - i)
-
-
 cdef bytes _chunk(object chunk):
     cdef Py_ssize_t n = len(chunk), i = 18
     cdef char buf[20]
@@ -1405,15 +1387,18 @@ cdef class ServerConnection(_H1Parser):
             line = _status_line(status, None)
             body = str(error.reason).encode("utf-8", "replace")
         self._must_close = True
-        return b"".join([
-            line,
-            b"Content-Type: text/plain; charset=utf-8\r\n",
-            _length_line(PyBytes_GET_SIZE(body)),
-            b"Connection: close\r\n",
-            _DATE_LINE,
-            b"\r\n",
-            body,
-        ])
+        cdef char stack[512]
+        cdef _Out o = _Out(&stack[0], 0, 512, False)
+        try:
+            _out_bytes(&o, line)
+            _out_add(&o, "Content-Type: text/plain; charset=utf-8\r\n", 41)
+            _out_length(&o, PyBytes_GET_SIZE(body))
+            _out_add(&o, "Connection: close\r\n", 19)
+            _out_bytes(&o, _DATE_LINE)
+            _out_add(&o, "\r\n", 2)
+            return _out_take(&o, body)
+        finally:
+            _out_free(&o)
 
     def close(self):
         """Stop parsing; the object is unusable after."""
