@@ -1,12 +1,14 @@
 """ws_autobahn: the whole Autobahn|Testsuite (all 12.x/13.x compression cases) against nbio.
 
-    python bench/ws_autobahn.py [--targets callback,async,client] [--cases "12.*,13.*"]
+    python bench/ws_autobahn.py [--targets callback,async,client] [--cases "12.*,13.*"] [--jobs N]
 
 Runs the fuzzing client against nbio's server (callback and async API, permessage-deflate
-offered by the suite) and the fuzzing server against nbio's client, with the harness of
-``tests/interop/test_autobahn.py`` (which runs a sample of 12.x/13.x in CI). Prints, per
-target, how many cases ended in each outcome and the suite's total case time; fails (exit 1)
-if any case ended other than OK / NON-STRICT / INFORMATIONAL.
+offered by the suite) and the fuzzing server against nbio's client, with the sharded harness
+of ``tests/interop/test_autobahn.py`` (``--jobs`` suite processes per target, default: one
+per CPU). Prints, per target, how many cases ended in each outcome, the wall time and the
+CPU seconds of nbio's side plus the suite's; fails (exit 1) if any case ended other than
+OK / NON-STRICT / INFORMATIONAL or has no report. CI runs the same cases through pytest:
+``NBIO_AUTOBAHN_CASES=all python -m pytest tests/interop/test_autobahn.py``.
 
 The last line is ``{"bench": "ws_autobahn", "results": {TARGET: {FIGURE: number}}}``.
 """
@@ -14,16 +16,14 @@ The last line is ``{"bench": "ws_autobahn", "results": {TARGET: {FIGURE: number}
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
-import json
 import os
-import subprocess
+import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -38,8 +38,7 @@ def summarize(index: Dict[str, Any]) -> Dict[str, float]:
     outcomes: collections.Counter = collections.Counter()
     duration = 0
     for r in index.values():
-        ok = r["behavior"] in T.PASSING and r.get("behaviorClose") in T.PASSING
-        outcomes["passed" if ok else "failed"] += 1
+        outcomes["passed" if T.passed(r) else "failed"] += 1
         outcomes[r["behavior"]] += 1
         duration += r.get("duration", 0)
     out: Dict[str, float] = dict(outcomes)
@@ -48,53 +47,25 @@ def summarize(index: Dict[str, Any]) -> Dict[str, float]:
     return out
 
 
-def run_server(api: str, cases: list, workdir: Path) -> Dict[str, Any]:
-    lt = T.LoopThread()
+def run_target(target: str, workdir: Path) -> Tuple[Dict[str, Any], str]:
+    """Run one target with the test harness; returns its case entries and the failure text."""
     try:
-        port = T._start_server(lt, api)
-        spec = {
-            "outdir": str(workdir / "reports"),
-            "servers": [{"agent": api, "url": f"ws://127.0.0.1:{port}"}],
-            "cases": cases,
-            "exclude-cases": [],
-            "exclude-agent-cases": {},
-        }
-        (workdir / "spec.json").write_text(json.dumps(spec))
-        subprocess.run(
-            [*T.wstest_argv(), "-m", "fuzzingclient", "-s", "spec.json"],
-            cwd=workdir,
-            check=True,
-            capture_output=True,
-        )
-        return dict(json.loads((workdir / "reports" / "index.json").read_text())[api])
-    finally:
-        lt.close()
+        if target == "client":
+            T.run_fuzzingserver(workdir)
+        else:
+            T.run_fuzzingclient(target, workdir)
+        error = ""
+    except AssertionError as exc:
+        error = str(exc)
+    agent = "nbio" if target == "client" else f"nbio-{target}"
+    return T.read_reports(sorted(workdir.glob("shard*/reports")), agent), error
 
 
-def run_client(cases: list, workdir: Path) -> Dict[str, Any]:
-    port = T.free_port()
-    url = f"ws://127.0.0.1:{port}"
-    spec = {
-        "url": url,
-        "outdir": str(workdir / "reports"),
-        "cases": cases,
-        "exclude-cases": [],
-        "exclude-agent-cases": {},
-    }
-    (workdir / "spec.json").write_text(json.dumps(spec))
-    server = subprocess.Popen(
-        [*T.wstest_argv(), "-m", "fuzzingserver", "-s", "spec.json", "--webport", "0"],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        T.wait_listening(port, server)
-        asyncio.run(T._run_client_cases(url))
-    finally:
-        server.terminate()
-        server.wait(10)
-    return dict(json.loads((workdir / "reports" / "index.json").read_text())["nbio"])
+def _cpu_s() -> float:
+    """CPU seconds used so far by this process (nbio's side) and its reaped children (the suite)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
@@ -103,32 +74,38 @@ def main() -> None:
     parser.add_argument(
         "--cases", default="*", help='comma-separated case ids or prefixes ending in "*"'
     )
+    parser.add_argument("--jobs", type=int, default=0, help="suite processes per target")
     args = parser.parse_args()
-    os.environ.setdefault("NBIO_AUTOBAHN_CASES", args.cases)
-    cases = args.cases.split(",")
-    print(f"# ws_autobahn: cases {args.cases}; {C.machine_info()}")
+    os.environ["NBIO_AUTOBAHN_CASES"] = "all" if args.cases == "*" else args.cases
+    if args.jobs:
+        os.environ["NBIO_AUTOBAHN_JOBS"] = str(args.jobs)
+    print(f"# ws_autobahn: cases {args.cases}, {T.jobs()} jobs; {C.machine_info()}")
     results: Dict[str, Dict[str, float]] = {}
     failed = False
     for target in [t for t in args.targets.split(",") if t]:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.monotonic()
-            if target == "client":
-                index = run_client(cases, Path(tmp))
-            else:
-                index = run_server(target, cases, Path(tmp))
+            cpu0 = _cpu_s()
+            index, error = run_target(target, Path(tmp))
             res = summarize(index)
             res["wall_s"] = time.monotonic() - t0
+            res["cpu_s"] = _cpu_s() - cpu0
             results[target] = res
-            bad = sorted(
-                k
-                for k, r in index.items()
-                if r["behavior"] not in T.PASSING or r.get("behaviorClose") not in T.PASSING
-            )
-            if bad:
+            if error or not index:
                 failed = True
-                print(f"{target}: failed cases {bad[:30]}")
+                print(f"{target}: {error or 'no report'}"[:5000])
     C.print_table(
-        ["target", "cases", "passed", "failed", "OK", "NON-STRICT", "INFORMATIONAL", "wall s"],
+        [
+            "target",
+            "cases",
+            "passed",
+            "failed",
+            "OK",
+            "NON-STRICT",
+            "INFORMATIONAL",
+            "wall s",
+            "cpu s",
+        ],
         [
             [
                 t,
@@ -139,6 +116,7 @@ def main() -> None:
                 int(r.get("NON-STRICT", 0)),
                 int(r.get("INFORMATIONAL", 0)),
                 r["wall_s"],
+                r["cpu_s"],
             ]
             for t, r in results.items()
         ],
