@@ -88,8 +88,78 @@ def python2() -> Optional[str]:
     return None
 
 
-def wstest_argv() -> List[str]:
-    """The command line of the suite's ``wstest`` (installing the suite on first use)."""
+# Python 2 without ``_hashlib`` (pyenv's 2.7 built against OpenSSL 3) falls back to a slow
+# built-in SHA-1, and every 12.x/13.x message is hashed twice by the suite (about a quarter
+# of its CPU time). This prelude points ``hashlib.sha1`` at OpenSSL's through ctypes, the same
+# digest about 7x faster; it leaves hashlib alone if ``_hashlib`` exists, libcrypto cannot be
+# loaded or the self-check fails.
+_SUITE_PRELUDE = """
+def _nbio_fast_sha1():
+    import hashlib
+    try:
+        import _hashlib
+        return
+    except ImportError:
+        pass
+    import binascii, ctypes, ctypes.util
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("crypto"))
+        vp = ctypes.c_void_p
+        lib.EVP_MD_CTX_new.restype = vp
+        lib.EVP_sha1.restype = vp
+        lib.EVP_DigestInit_ex.argtypes = [vp, vp, vp]
+        lib.EVP_DigestUpdate.argtypes = [vp, ctypes.c_char_p, ctypes.c_size_t]
+        lib.EVP_DigestFinal_ex.argtypes = [vp, ctypes.c_char_p, vp]
+        lib.EVP_MD_CTX_copy_ex.argtypes = [vp, vp]
+        lib.EVP_MD_CTX_free.argtypes = [vp]
+        md = lib.EVP_sha1()
+    except (OSError, AttributeError, TypeError):
+        return
+
+    class sha1(object):
+        digest_size = 20
+        block_size = 64
+        name = "sha1"
+
+        def __init__(self, data=b""):
+            self._ctx = lib.EVP_MD_CTX_new()
+            lib.EVP_DigestInit_ex(self._ctx, md, None)
+            if data:
+                self.update(data)
+
+        def __del__(self, free=lib.EVP_MD_CTX_free):
+            free(self._ctx)
+
+        def update(self, data):
+            data = bytes(data)
+            lib.EVP_DigestUpdate(self._ctx, data, len(data))
+
+        def copy(self):
+            other = sha1()
+            lib.EVP_MD_CTX_copy_ex(other._ctx, self._ctx)
+            return other
+
+        def digest(self):
+            out = ctypes.create_string_buffer(20)
+            final = self.copy()  # (kept alive until its context is finalized)
+            lib.EVP_DigestFinal_ex(final._ctx, out, None)
+            return out.raw
+
+        def hexdigest(self):
+            return binascii.hexlify(self.digest())
+
+    h = sha1(b"ab")
+    h.update(b"c" * 100000)
+    if h.digest() == hashlib.sha1(b"ab" + b"c" * 100000).digest():
+        hashlib.sha1 = sha1
+
+_nbio_fast_sha1()
+"""
+
+
+def suite_python(code: str) -> List[str]:
+    """A Python 2 command line running ``code`` with the suite importable (installing the
+    suite on first use)."""
     py = python2()
     if py is None:
         pytest.skip("Autobahn|Testsuite needs Python 2.7 (set NBIO_PYTHON2)")
@@ -104,21 +174,22 @@ def wstest_argv() -> List[str]:
         )
         if proc.returncode != 0:
             pytest.fail(f"installing autobahntestsuite failed:\n{proc.stderr[-3000:]}")
-    code = (
-        f"import site, sys; site.addsitedir({str(site)!r}); "
-        "from autobahntestsuite.wstest import run; sys.argv[0] = 'wstest'; run()"
-    )
-    return [py, "-c", code]
+    return [py, "-c", f"import site, sys; site.addsitedir({str(site)!r})\n{code}"]
 
 
-def all_case_ids(argv: Sequence[str]) -> List[str]:
+def wstest_argv() -> List[str]:
+    """The command line of the suite's ``wstest``."""
+    run = "from autobahntestsuite.wstest import run; sys.argv[0] = 'wstest'; run()"
+    return suite_python(_SUITE_PRELUDE + run)
+
+
+def all_case_ids() -> List[str]:
     """Every case id the installed suite has, in its order."""
-    code = argv[-1].replace(
-        "from autobahntestsuite.wstest import run; sys.argv[0] = 'wstest'; run()",
+    code = (
         "from autobahntestsuite.case import Cases; "
-        "print(' '.join(c.__name__[4:].replace('_', '.') for c in Cases))",
+        "print(' '.join(c.__name__[4:].replace('_', '.') for c in Cases))"
     )
-    out = subprocess.run([*argv[:-1], code], check=True, capture_output=True, text=True)
+    out = subprocess.run(suite_python(code), check=True, capture_output=True, text=True)
     return out.stdout.split()
 
 
@@ -160,9 +231,9 @@ def shard_cases(cases: Sequence[str], n: int) -> List[List[str]]:
     return [sorted(m, key=order.__getitem__) for _, m in shards if m]
 
 
-def planned_shards(argv: Sequence[str]) -> List[List[str]]:
+def planned_shards() -> List[List[str]]:
     """The selected cases, resolved to ids and sharded over :func:`jobs` processes."""
-    cases = resolve_cases(selected_cases(), all_case_ids(argv))
+    cases = resolve_cases(selected_cases(), all_case_ids())
     excluded = set(resolve_cases(EXCLUDE, cases)) if EXCLUDE else set()
     return shard_cases([c for c in cases if c not in excluded], jobs())
 
@@ -302,7 +373,7 @@ def run_fuzzingclient(api: str, workdir: Path) -> Dict[str, Any]:
     """The suite's fuzzing client against nbio's echo server (``api``: "callback" or
     "async"), sharded; fails on any case that did not pass. Returns the case entries."""
     argv = wstest_argv()
-    shards = planned_shards(argv)
+    shards = planned_shards()
     agent = f"nbio-{api}"
     lt = LoopThread()
     procs: List[subprocess.Popen] = []
@@ -343,7 +414,7 @@ def run_fuzzingserver(workdir: Path) -> Dict[str, Any]:
     """nbio's client against the suite's fuzzing servers (one per shard, driven
     concurrently); fails on any case that did not pass. Returns the case entries."""
     argv = wstest_argv()
-    shards = planned_shards(argv)
+    shards = planned_shards()
     dirs = [workdir / f"shard{i}" for i in range(len(shards))]
     urls: List[str] = []
     procs: List[subprocess.Popen] = []
@@ -456,6 +527,22 @@ def test_check_reports_lists_failed_and_missing_cases(tmp_path: Path) -> None:
     assert "1 of 2 cases failed" in message and "1.1.2: FAILED/OK why it failed" in message
     assert "2 cases have no report: 1.1.3 1.2.1" in message
     assert "1.1.1:" not in message
+
+
+def test_suite_prelude_sha1_gives_the_same_digests() -> None:
+    import hashlib
+
+    data = bytes(range(256)) * 1000
+    code = (
+        "import hashlib, sys; h = hashlib.sha1(); h.update(sys.stdin.read()); "
+        "c = h.copy(); c.update(b'x'); "
+        "print(h.hexdigest() + ' ' + c.hexdigest() + ' ' + hashlib.sha1(b'').hexdigest())"
+    )
+    out = subprocess.run(
+        suite_python(_SUITE_PRELUDE + code), input=data, check=True, capture_output=True
+    ).stdout.split()
+    expected = [hashlib.sha1(data).hexdigest(), hashlib.sha1(data + b"x").hexdigest()]
+    assert [x.decode() for x in out] == [*expected, hashlib.sha1(b"").hexdigest()]
 
 
 def test_resolve_cases_like_the_suite() -> None:
