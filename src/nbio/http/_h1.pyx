@@ -10,6 +10,7 @@ implementation. Everything here is bytes in, events/bytes out: no sockets, no ev
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.stdint cimport uint8_t, uint16_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
@@ -442,6 +443,18 @@ cdef int _out_length(_Out* o, long long n) except -1:
     return _out_add(o, buf + i, 40 - i)
 
 
+# Recently written plain fields (not framing, Connection, Date or Host): a direct-mapped cache
+# from the (name, value) tuple object -- immutable, of exact bytes -- to its serialized line,
+# so that the constant headers an application passes with every response are validated once.
+# Entries hold a reference to their tuple, so an identity match is the same field.
+cdef enum:
+    _PLAIN_SLOTS = 64
+    _PLAIN_MAX = 256     # longest line cached
+
+cdef object _PLAIN_KEYS = [None] * _PLAIN_SLOTS
+cdef object _PLAIN_LINES = [None] * _PLAIN_SLOTS
+
+
 cdef _Fields _append_fields(_Out* o, object headers) except *:
     """Validate ``headers`` and write their serialization to ``o``; report the framing
     and connection-management fields found. Transfer-Encoding is reported, not copied."""
@@ -450,7 +463,15 @@ cdef _Fields _append_fields(_Out* o, object headers) except *:
     cdef Py_ssize_t n
     f.content_length = -1
     f.chunked = f.close = f.keep_alive = f.date = f.host = False
+    cdef Py_ssize_t slot
+    cdef bint cacheable
     for item in headers:
+        slot = (<Py_ssize_t><void*>item >> 4) & (_PLAIN_SLOTS - 1)
+        if (<list>_PLAIN_KEYS)[slot] is item:
+            _out_bytes(o, <bytes>(<list>_PLAIN_LINES)[slot])
+            continue
+        cacheable = (type(item) is tuple and PyTuple_GET_SIZE(item) == 2
+                     and type(item[0]) is bytes and type(item[1]) is bytes)
         name, value = _as_bytes(item[0]), _as_bytes(item[1])
         _check_token(name, "header name")
         _check_value(value)
@@ -469,11 +490,17 @@ cdef _Fields _append_fields(_Out* o, object headers) except *:
                 f.close = True
             elif _has_token(value, "keep-alive", 10):
                 f.keep_alive = True
-        elif n == 4:
+        elif n == 4 and (_ieq(name, "date", 4) or _ieq(name, "host", 4)):
             if _ieq(name, "date", 4):
                 f.date = True
-            elif _ieq(name, "host", 4):
+            else:
                 f.host = True
+        elif cacheable and n + PyBytes_GET_SIZE(value) + 4 <= _PLAIN_MAX:
+            line = b"%s: %s\r\n" % (name, value)
+            (<list>_PLAIN_KEYS)[slot] = item
+            (<list>_PLAIN_LINES)[slot] = line
+            _out_bytes(o, line)
+            continue
         _out_bytes(o, name)
         _out_add(o, ": ", 2)
         _out_bytes(o, value)
