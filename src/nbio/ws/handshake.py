@@ -1,7 +1,7 @@
 """RFC 6455 section 4 opening handshake, both sides (sans-IO).
 
 Headers are passed as a sequence of ``(name, value)`` pairs, each ``str`` or ``bytes``
-(bytes are decoded as Latin-1, as httptools hands them over); repeated headers are
+(bytes are decoded as Latin-1, as the HTTP parser hands them over); repeated headers are
 allowed and combined as HTTP says. Everything produced is ``bytes`` ready to write.
 
 Server: :func:`accept` validates an upgrade request and returns a :class:`ServerAccept`
@@ -214,7 +214,7 @@ def accept(
 ) -> ServerAccept:
     """Validate a client's upgrade request and build the 101 response.
 
-    ``http_version`` is e.g. ``"1.1"`` (httptools' ``get_http_version()``).
+    ``http_version`` is e.g. ``"1.1"`` (as the HTTP parser reports it).
     ``subprotocols``: ours in preference order (the first one the client offered wins; none
     in common -> no subprotocol) or a callable choosing from the client's list.
     ``deflate``: enable permessage-deflate with these settings (the first acceptable offer
