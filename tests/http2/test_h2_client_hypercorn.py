@@ -17,7 +17,8 @@ from nbio.http.h1 import Data
 from nbio.http.h2_client import STREAM_WINDOW
 
 MODES = [pytest.param(True, id="tls-alpn"), pytest.param(False, id="h2c")]
-pytestmark = [pytest.mark.parametrize("backend", BACKENDS), pytest.mark.parametrize("tls", MODES)]
+pytestmark = pytest.mark.parametrize("backend", BACKENDS)
+over_tls_and_h2c = pytest.mark.parametrize("tls", MODES)
 
 BIG = bytes(range(256)) * 20_000  # 5,120,000 bytes: far beyond the 65,535 default windows
 
@@ -79,6 +80,7 @@ def client(engine: Engine, **kw: Any) -> HttpClient:
     return HttpClient(engine=engine, ssl=client_context(), http2_prior_knowledge=True, **kw)
 
 
+@over_tls_and_h2c
 async def test_response_api_is_the_same(backend: str, tls: bool) -> None:
     app = App()
     async with hypercorn_server(app, tls=tls) as base, Engine(backend=backend) as engine:
@@ -101,6 +103,7 @@ async def test_response_api_is_the_same(backend: str, tls: bool) -> None:
     assert {v for _, v, _, _ in app.seen.requests} == {"2"}
 
 
+@over_tls_and_h2c
 async def test_concurrent_requests_share_one_connection(backend: str, tls: bool) -> None:
     app = App()
     async with hypercorn_server(app, tls=tls, h2_max_concurrent_streams=8) as base, \
@@ -117,6 +120,7 @@ async def test_concurrent_requests_share_one_connection(backend: str, tls: bool)
     assert 1 < app.max_active <= 8  # multiplexed, within the server's MAX_CONCURRENT_STREAMS
 
 
+@over_tls_and_h2c
 async def test_large_request_and_response_bodies(backend: str, tls: bool) -> None:
     app = App()
     async with hypercorn_server(app, tls=tls) as base, Engine(backend=backend) as engine:
@@ -136,6 +140,7 @@ async def test_large_request_and_response_bodies(backend: str, tls: bool) -> Non
             assert c.connections_opened == 1
 
 
+@over_tls_and_h2c
 async def test_streamed_response_read_slowly(backend: str, tls: bool) -> None:
     app = App()
     async with hypercorn_server(app, tls=tls) as base, Engine(backend=backend) as engine:
@@ -159,6 +164,7 @@ async def test_streamed_response_read_slowly(backend: str, tls: bool) -> None:
             assert r2.status == 200 and c.connections_opened == 1
 
 
+@over_tls_and_h2c
 async def test_timeouts_reset_only_their_stream(backend: str, tls: bool) -> None:
     app = App()
     async with hypercorn_server(app, tls=tls) as base, Engine(backend=backend) as engine:
@@ -174,6 +180,7 @@ async def test_timeouts_reset_only_their_stream(backend: str, tls: bool) -> None
             app.gate.set()
 
 
+@over_tls_and_h2c
 async def test_http2_false_keeps_http11(backend: str, tls: bool) -> None:
     app = App()
     async with hypercorn_server(app, tls=tls) as base, Engine(backend=backend) as engine:
@@ -182,10 +189,8 @@ async def test_http2_false_keeps_http11(backend: str, tls: bool) -> None:
             assert r.http_version == "1.1" and r.header("x-version") == "1.1"
 
 
-async def test_fallback_to_http11_when_alpn_offers_only_http11(backend: str,
-                                                               tls: bool) -> None:
-    if not tls:
-        pytest.skip("ALPN is TLS only")
+async def test_fallback_to_http11_when_alpn_offers_only_http11(backend: str) -> None:
+    # (TLS only: ALPN is what offers the protocols)
     app = App()
     async with hypercorn_server(app, alpn=("http/1.1",)) as base, \
             Engine(backend=backend) as engine:
