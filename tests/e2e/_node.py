@@ -6,26 +6,14 @@ Outside CI a missing program skips the test; in CI (env ``CI`` set) it fails it.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from tests._programs import IN_CI, require
 
 REPO = Path(__file__).resolve().parents[2]
 JS = REPO / "js"
-IN_CI = bool(os.environ.get("CI"))
-
-
-def require(program: str) -> str:
-    """The path of ``program``; skips (fails in CI) when it is not installed."""
-    found = shutil.which(program)
-    if found is None:
-        message = f"{program} is not installed"
-        if IN_CI:
-            pytest.fail(message + " (required in CI)")
-        pytest.skip(message)
-    return found
 
 
 def npm_ci() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 import threading
 from typing import Any, Iterator, List, Tuple
@@ -14,6 +13,7 @@ import h11
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests._programs import require
 from tests.http._server_support import serving
 
 from nbio.engine import BACKENDS, Engine
@@ -36,19 +36,15 @@ def echo_json(req: HttpRequest) -> Response:
 
 # -- curl ------------------------------------------------------------------------------------------
 
-curl = shutil.which("curl")
-
-
 async def run_curl(*args: str) -> Tuple[int, bytes]:
     proc = await asyncio.create_subprocess_exec(
-        curl or "curl", "-s", "-S", "--max-time", "10", *args,
+        require("curl"), "-s", "-S", "--max-time", "10", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     assert proc.returncode == 0, err
     return proc.returncode, out
 
 
-@pytest.mark.skipif(curl is None, reason="curl not installed")
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_curl(backend: str, tmp_path: Any) -> None:
     upload = tmp_path / "up.bin"

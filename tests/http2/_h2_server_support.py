@@ -11,6 +11,7 @@ from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 import h2.config
 import h2.connection
 import h2.events
+from tests._programs import require
 
 from nbio.engine import BACKENDS, Engine
 from nbio.http.server import HttpServer
@@ -131,8 +132,9 @@ class H2Client:
 
 
 async def run_tool(*argv: str, timeout: float = 30) -> Tuple[int, bytes, bytes]:
+    """Run an outside program (skipped when missing, failed in CI); its status and output."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        require(argv[0]), *argv[1:], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return proc.returncode, out, err

@@ -4,7 +4,6 @@ curl (--http2-prior-knowledge, Upgrade via --http2, ALPN h2 over TLS with a trus
 from __future__ import annotations
 
 import re
-import shutil
 import ssl
 from typing import Any
 
@@ -15,11 +14,7 @@ from _h2_server_support import BACKENDS, curl, h2_serving, run_tool
 from nbio.http.asgi import AsgiServer
 from nbio.http.server import HttpRequest, Response
 
-pytestmark = [
-    pytest.mark.parametrize("backend", BACKENDS),
-    pytest.mark.skipif(shutil.which("h2load") is None or shutil.which("curl") is None,
-                       reason="needs h2load and curl"),
-]
+pytestmark = pytest.mark.parametrize("backend", BACKENDS)
 
 
 def hello(req: HttpRequest) -> Response:
