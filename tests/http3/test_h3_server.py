@@ -314,3 +314,35 @@ async def test_http1_server_advertises_h3(certs: Certs) -> None:
         port = int(value.split(":")[1].split('"')[0])
         async with aioquic_client("127.0.0.1", port, certs.ca_pem) as client:
             assert (await client.request(b"GET", b"/sync-stream")).body == b"abc"
+
+
+async def test_http2_server_advertises_h3(certs: Certs) -> None:
+    """The same ``alt_svc`` option puts the field in every HTTP/2 response (h2c here)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    async with serving(native_app, certs) as h3:
+        value = f'h3=":{h3.address[1]}"; ma=86400'
+        http = await HttpServer.start(lambda req: Response(b"h2"), alt_svc=value)
+        try:
+            reader, writer = await asyncio.open_connection(*http.address[:2])
+            client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            client.initiate_connection()
+            client.send_headers(
+                1, [(":method", "GET"), (":path", "/"), (":scheme", "http"),
+                    (":authority", "x")], end_stream=True)
+            writer.write(client.data_to_send())
+            headers: dict = {}
+            while not headers:
+                data = await asyncio.wait_for(reader.read(65536), 5)
+                assert data, "server closed before answering"
+                for ev in client.receive_data(data):
+                    if isinstance(ev, h2.events.ResponseReceived):
+                        headers = dict(ev.headers)
+            writer.close()
+        finally:
+            http.close()
+            await http.wait_closed()
+        assert headers[b":status"] == b"200"
+        assert headers[b"alt-svc"] == value.encode()

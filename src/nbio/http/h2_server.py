@@ -75,11 +75,14 @@ def _b(v: Any) -> bytes:
     return bytes(v)
 
 
-def response_headers(status: int, headers: Any, length: Optional[int]) -> List[Tuple[bytes, bytes]]:
+def response_headers(status: int, headers: Any, length: Optional[int],
+                     alt_svc: bytes = b"") -> List[Tuple[bytes, bytes]]:
     """HTTP/2 response header fields: ``:status``, the given fields with lowercased names and
     the connection-specific ones dropped, ``content-length`` (when ``length`` is given and
-    the app set none) and ``date``."""
+    the app set none), ``date`` and, when given, ``alt-svc`` (RFC 7838, e.g. HTTP/3)."""
     out = [(b":status", b"%d" % status)]
+    if alt_svc:
+        out.append((b"alt-svc", alt_svc))
     has_length = has_date = False
     for name, value in headers:
         n = _b(name).lower()
@@ -199,6 +202,8 @@ class H2Session:
 
     def __init__(self, server: Any, conn: Any) -> None:
         self.server = server
+        alt_svc = getattr(server, "alt_svc", None)
+        self.alt_svc: bytes = alt_svc.encode("latin-1") if alt_svc else b""
         self.conn = conn
         self.loop = asyncio.get_running_loop()
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
@@ -529,7 +534,7 @@ class H2Session:
         if stream.conn is None:
             raise ConnectionClosed(None, "the stream is closed")
         stream.started = True
-        hdrs = response_headers(status, headers, length)
+        hdrs = response_headers(status, headers, length, self.alt_svc)
         if self.server.draining and not self.going_away:
             self.goaway()
         try:
