@@ -120,6 +120,23 @@ async def test_handler_failure_is_500_and_connection_survives(backend: str) -> N
         await c.close()
 
 
+@pytest.mark.parametrize("field", [
+    (b"x-split", b"a\r\ninjected: 1"),
+    (b"x-nul", b"a\x00b"),
+    (b"x-padded", b" a"),
+    (b"Bad Name", b"v"),
+    (b":status", b"204"),
+])
+async def test_invalid_response_header_is_500(backend: str, field: Any) -> None:
+    """An app's response field that HTTP/2 forbids (RFC 9113 8.2.1) is never sent: 500."""
+    async with h2_serving(lambda req: Response(b"x", headers=[field]), backend) as (_s, addr):
+        c = await H2Client.connect(addr)
+        headers, _ = await c.response(c.request("/"))
+        assert headers[b":status"] == b"500"
+        assert field[1] not in headers.values()
+        await c.close()
+
+
 async def test_file_response(backend: str, tmp_path: Any) -> None:
     path = tmp_path / "f.bin"
     data = bytes(range(256)) * 1000

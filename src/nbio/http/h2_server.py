@@ -32,6 +32,7 @@ import asyncio
 import base64
 import logging
 import os
+import re
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 import h2.config
@@ -63,6 +64,9 @@ _FILE_CHUNK = 65536
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _DISCONNECT = {"type": "http.disconnect"}
 _NO_BODY_STATUS = (204, 304)
+# RFC 9110 field names (lowercase for HTTP/2, RFC 9113 8.2.1) and values without CR, LF, NUL.
+_FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+").fullmatch
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$").search
 
 
 def _b(v: Any) -> bytes:
@@ -88,11 +92,15 @@ def response_headers(status: int, headers: Any, length: Optional[int],
         n = _b(name).lower()
         if n in _HOP_BY_HOP:
             continue
+        v = _b(value)
+        if not _FIELD_NAME(n) or _BAD_VALUE(v):
+            # (h2's own outbound validation is off: this is the part that matters here)
+            raise ValueError(f"invalid response header {name!r}: {value!r}")
         if n == b"content-length":
             has_length = True
         elif n == b"date":
             has_date = True
-        out.append((n, _b(value)))
+        out.append((n, v))
     if length is not None and not has_length and status not in _NO_BODY_STATUS:
         out.append((b"content-length", b"%d" % length))
     if not has_date:
@@ -206,7 +214,11 @@ class H2Session:
         self.alt_svc: bytes = alt_svc.encode("latin-1") if alt_svc else b""
         self.conn = conn
         self.loop = asyncio.get_running_loop()
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # Outbound fields are checked and normalised by response_headers (cheaper than h2's
+        # generic per-field validation); everything received is still validated by h2.
+        config = h2.config.H2Configuration(
+            client_side=False, header_encoding=None,
+            validate_outbound_headers=False, normalize_outbound_headers=False)
         self.h2 = h2.connection.H2Connection(config=config)
         self.h2.local_settings = h2.settings.Settings(
             client=False,
@@ -413,7 +425,10 @@ class H2Session:
         from nbio.http.server import FileResponse, StreamingResponse
 
         if type(result) is Response:
-            self.respond(stream, result)
+            try:
+                self.respond(stream, result)
+            except ValueError as exc:  # e.g. a response field HTTP/2 forbids
+                self._failed(stream, exc)
         elif isinstance(result, (StreamingResponse, FileResponse)):
             stream.task = self.loop.create_task(self._run(stream, result))
         elif hasattr(result, "__await__"):
@@ -533,8 +548,8 @@ class H2Session:
         """Send the response head of ``stream`` (``end``: it has no body)."""
         if stream.conn is None:
             raise ConnectionClosed(None, "the stream is closed")
+        hdrs = response_headers(status, headers, length, self.alt_svc)  # ValueError: not sent
         stream.started = True
-        hdrs = response_headers(status, headers, length, self.alt_svc)
         if self.server.draining and not self.going_away:
             self.goaway()
         try:
