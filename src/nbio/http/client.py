@@ -41,12 +41,12 @@ from __future__ import annotations
 import asyncio
 import json as _json
 import ssl as _ssl
-from collections import deque
 from typing import (
     Any,
     AsyncIterable,
     AsyncIterator,
-    Deque,
+    Awaitable,
+    Callable,
     Dict,
     Iterable,
     List,
@@ -66,6 +66,7 @@ from nbio.errors import (
     ProtocolError,
     RequestNotProcessed,
 )
+from nbio.http._events import EventQueue
 from nbio.http.h1 import ClientConnection, Data, EndOfMessage, Response
 from nbio.http.h2_client import H2ClientConnection, H2Stream, request_headers
 
@@ -118,18 +119,16 @@ class _Link(Handler):
 Origin = Tuple[str, str, int]  # scheme, host, port
 
 
-class _ClientConn:
+class _ClientConn(EventQueue):
     """An engine connection speaking HTTP/1.1 to one origin (maybe through a tunnel)."""
 
     def __init__(self, origin: Origin, max_body_size: Optional[int]) -> None:
+        EventQueue.__init__(self)
         self.origin = origin
         self.conn: Any = None
         self.h1 = ClientConnection(max_body_size=max_body_size)
-        self.events: Deque[Any] = deque()
         self.buffered = 0
         self.paused = False
-        self.waiter: Optional[asyncio.Future[None]] = None
-        self.error: Optional[BaseException] = None
         self.used = 0
 
     # -- engine side ----------------------------------------------------------------------
@@ -161,13 +160,6 @@ class _ClientConn:
             self.conn.pause_reading()
         self._wake()
 
-    def _wake(self) -> None:
-        w = self.waiter
-        if w is not None:
-            self.waiter = None
-            if not w.done():
-                w.set_result(None)
-
     # -- client side ----------------------------------------------------------------------
 
     @property
@@ -175,15 +167,7 @@ class _ClientConn:
         return self.error is None and self.conn is not None and not self.conn.closed
 
     async def next_event(self, read_timeout: Optional[float]) -> Any:
-        while not self.events:
-            if self.error is not None:
-                raise self.error
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.wait_for(self.waiter, read_timeout)
-            except asyncio.TimeoutError:
-                raise DeadlineExceeded("read") from None
-        ev = self.events.popleft()
+        ev = await self._next(read_timeout)
         if type(ev) is Data:
             self.buffered -= len(ev.data)
             if self.paused and self.buffered < _PAUSE_AT // 2 and self.conn is not None:
@@ -319,7 +303,57 @@ def _header_list(headers: HeadersIn) -> List[Tuple[bytes, bytes]]:
              v.encode("latin-1") if isinstance(v, str) else bytes(v)) for k, v in items]
 
 
-class HttpClient:
+def request_body(
+    headers: HeadersIn, body: Body, json: Any
+) -> Tuple[List[Tuple[bytes, bytes]], Body]:
+    """The request's header list and body: ``json`` (if given) becomes the body, with
+    ``content-type: application/json`` unless set; a ``str`` body is UTF-8."""
+    hdrs = _header_list(headers)
+    if json is not None:
+        body = _json.dumps(json, separators=(",", ":")).encode()
+        if not any(k.lower() == b"content-type" for k, _ in hdrs):
+            hdrs.append((b"content-type", b"application/json"))
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    return hdrs, body
+
+
+async def within_total(coro: Any, total: Optional[float]) -> Any:
+    """Await ``coro``; past ``total`` seconds (None: no limit) raise
+    ``DeadlineExceeded("total")``."""
+    if total is None:
+        return await coro
+    try:
+        return await asyncio.wait_for(coro, total)
+    except asyncio.TimeoutError:
+        raise DeadlineExceeded("total") from None
+
+
+class ClientVerbs:
+    """``get``/``head``/``post``/``put``/``patch``/``delete`` shortcuts of ``request``."""
+
+    request: Callable[..., Awaitable[ClientResponse]]
+
+    async def get(self, url: str, **kw: Any) -> ClientResponse:
+        return await self.request("GET", url, **kw)
+
+    async def head(self, url: str, **kw: Any) -> ClientResponse:
+        return await self.request("HEAD", url, **kw)
+
+    async def post(self, url: str, **kw: Any) -> ClientResponse:
+        return await self.request("POST", url, **kw)
+
+    async def put(self, url: str, **kw: Any) -> ClientResponse:
+        return await self.request("PUT", url, **kw)
+
+    async def patch(self, url: str, **kw: Any) -> ClientResponse:
+        return await self.request("PATCH", url, **kw)
+
+    async def delete(self, url: str, **kw: Any) -> ClientResponse:
+        return await self.request("DELETE", url, **kw)
+
+
+class HttpClient(ClientVerbs):
     """An HTTP/1.1 client with a connection pool per origin (see the module documentation).
 
     ``max_connections`` per origin; ``connect_timeout``, ``read_timeout``, ``timeout``
@@ -399,40 +433,11 @@ class HttpClient:
             raise ConnectionClosed(None, "the client is closed")
         total = self.timeout if timeout is ... else timeout
         rt = self.read_timeout if read_timeout is ... else read_timeout
-        hdrs = _header_list(headers)
-        if json is not None:
-            body = _json.dumps(json, separators=(",", ":")).encode()
-            if not any(k.lower() == b"content-type" for k, _ in hdrs):
-                hdrs.append((b"content-type", b"application/json"))
-        if isinstance(body, str):
-            body = body.encode("utf-8")
+        hdrs, body = request_body(headers, body, json)
         follow = self.follow_redirects if follow_redirects is None else follow_redirects
         coro = self._exchange(method.upper().encode("ascii"), url, hdrs, body, stream, rt,
                               follow)
-        if total is None:
-            return await coro
-        try:
-            return await asyncio.wait_for(coro, total)
-        except asyncio.TimeoutError:
-            raise DeadlineExceeded("total") from None
-
-    async def get(self, url: str, **kw: Any) -> ClientResponse:
-        return await self.request("GET", url, **kw)
-
-    async def head(self, url: str, **kw: Any) -> ClientResponse:
-        return await self.request("HEAD", url, **kw)
-
-    async def post(self, url: str, **kw: Any) -> ClientResponse:
-        return await self.request("POST", url, **kw)
-
-    async def put(self, url: str, **kw: Any) -> ClientResponse:
-        return await self.request("PUT", url, **kw)
-
-    async def patch(self, url: str, **kw: Any) -> ClientResponse:
-        return await self.request("PATCH", url, **kw)
-
-    async def delete(self, url: str, **kw: Any) -> ClientResponse:
-        return await self.request("DELETE", url, **kw)
+        return await within_total(coro, total)
 
     async def close(self) -> None:
         """Close every pooled connection."""
@@ -665,7 +670,7 @@ class HttpClient:
                 link = conn.session = self._new_h2(conn, origin)
                 if leftover:
                     link.feed(leftover)
-        return link  # type: ignore[no-any-return]
+        return link
 
     def _new_h2(self, conn: Any, origin: Origin) -> H2ClientConnection:
         return H2ClientConnection(conn, origin, max_body_size=self.max_body_size,

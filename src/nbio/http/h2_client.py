@@ -52,6 +52,7 @@ from nbio.errors import (
     RequestNotProcessed,
     StreamReset,
 )
+from nbio.http._events import EventQueue
 from nbio.http.h1 import Data, EndOfMessage, Response
 
 __all__ = ["H2ClientConnection", "H2Stream", "request_headers"]
@@ -111,7 +112,7 @@ class _H2Connection(h2.connection.H2Connection):
         return result
 
 
-class H2Stream:
+class H2Stream(EventQueue):
     """One request/response exchange on an :class:`H2ClientConnection`.
 
     The caller reads the response with :meth:`next_event` (the HTTP/1.1 client's events) and
@@ -119,8 +120,6 @@ class H2Stream:
 
     __slots__ = (
         "acked_pending",
-        "error",
-        "events",
         "link",
         "local_ended",
         "received",
@@ -129,17 +128,14 @@ class H2Stream:
         "stop_sending",
         "stream_id",
         "trailers",
-        "waiter",
         "window_waiter",
     )
 
     def __init__(self, link: H2ClientConnection, stream_id: int) -> None:
+        EventQueue.__init__(self)
         self.link = link
         self.stream_id = stream_id
-        self.events: Deque[Any] = deque()
-        self.waiter: Optional[asyncio.Future[None]] = None
         self.window_waiter: Optional[asyncio.Future[None]] = None
-        self.error: Optional[BaseException] = None
         self.trailers: Headers = []
         self.local_ended = False
         self.remote_ended = False
@@ -160,15 +156,7 @@ class H2Stream:
         """The next response event; raises the stream's error once the events before it
         are consumed, :class:`~nbio.errors.DeadlineExceeded` (``"read"``) after
         ``read_timeout`` seconds without one."""
-        while not self.events:
-            if self.error is not None:
-                raise self.error
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.wait_for(self.waiter, read_timeout)
-            except asyncio.TimeoutError:
-                raise DeadlineExceeded("read") from None
-        ev = self.events.popleft()
+        ev = await self._next(read_timeout)
         if type(ev) is Data:
             self.link._consumed(self, len(ev.data))
         return ev
@@ -190,13 +178,6 @@ class H2Stream:
             self.error = exc
         self._wake()
         self._wake_sender()
-
-    def _wake(self) -> None:
-        w = self.waiter
-        if w is not None:
-            self.waiter = None
-            if not w.done():
-                w.set_result(None)
 
     def _wake_sender(self) -> None:
         w = self.window_waiter

@@ -20,10 +20,8 @@ TLS: the server certificate is verified against the system store, or ``cafile`` 
 from __future__ import annotations
 
 import asyncio
-import json as _json
 import ssl as _ssl
-from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from aioquic.h3 import events as h3e
@@ -31,8 +29,17 @@ from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 
-from nbio.errors import ConnectionClosed, DeadlineExceeded, HTTPProtocolError
-from nbio.http.client import Body, ClientResponse, HeadersIn, _header_list
+from nbio.errors import ConnectionClosed, HTTPProtocolError
+from nbio.http._events import EventQueue
+from nbio.http.client import (
+    Body,
+    ClientResponse,
+    ClientVerbs,
+    HeadersIn,
+    _header_list,
+    request_body,
+    within_total,
+)
 from nbio.http.h1 import Data, EndOfMessage
 from nbio.http.h1 import Response as Head
 from nbio.http3.quic import QuicLink, QuicProtocol, connect_quic
@@ -42,16 +49,14 @@ __all__ = ["H3Client"]
 _PAUSE_AT = 1 << 20  # response bytes buffered per stream before its reader is waited for
 
 
-class _Exchange:
+class _Exchange(EventQueue):
     """One request stream on the client: response events queue here (the ``link`` of a
     :class:`ClientResponse`)."""
 
     def __init__(self, conn: _H3ClientConn, sid: int) -> None:
+        EventQueue.__init__(self)
         self.conn = conn
         self.sid = sid
-        self.events: Deque[Any] = deque()
-        self.waiter: Optional[asyncio.Future[None]] = None
-        self.error: Optional[BaseException] = None
         self.head_seen = False
         self.done = False
 
@@ -64,23 +69,8 @@ class _Exchange:
             self.error = exc
         self._wake()
 
-    def _wake(self) -> None:
-        w = self.waiter
-        if w is not None:
-            self.waiter = None
-            if not w.done():
-                w.set_result(None)
-
     async def next_event(self, read_timeout: Optional[float]) -> Any:
-        while not self.events:
-            if self.error is not None:
-                raise self.error
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.wait_for(self.waiter, read_timeout)
-            except asyncio.TimeoutError:
-                raise DeadlineExceeded("read") from None
-        ev = self.events.popleft()
+        ev = await self._next(read_timeout)
         if isinstance(ev, BaseException):
             raise ev
         return ev
@@ -151,7 +141,7 @@ class _H3ClientConn(QuicProtocol):
             ex.push(EndOfMessage(trailers))
 
 
-class H3Client:
+class H3Client(ClientVerbs):
     """An HTTP/3 client (see the module documentation). Same request methods as
     :class:`~nbio.http.client.HttpClient` (``request``, ``get``, ``post``...), answering
     :class:`~nbio.http.client.ClientResponse` objects (``http_version`` ``"3"``).
@@ -209,38 +199,9 @@ class H3Client:
             raise ConnectionClosed(None, "the client is closed")
         total = self.timeout if timeout is ... else timeout
         rt = self.read_timeout if read_timeout is ... else read_timeout
-        hdrs = _header_list(headers)
-        if json is not None:
-            body = _json.dumps(json, separators=(",", ":")).encode()
-            if not any(k.lower() == b"content-type" for k, _ in hdrs):
-                hdrs.append((b"content-type", b"application/json"))
-        if isinstance(body, str):
-            body = body.encode("utf-8")
+        hdrs, body = request_body(headers, body, json)
         coro = self._exchange(method.upper().encode("ascii"), url, hdrs, body, stream, rt)
-        if total is None:
-            return await coro
-        try:
-            return await asyncio.wait_for(coro, total)
-        except asyncio.TimeoutError:
-            raise DeadlineExceeded("total") from None
-
-    async def get(self, url: str, **kw: Any) -> ClientResponse:
-        return await self.request("GET", url, **kw)
-
-    async def head(self, url: str, **kw: Any) -> ClientResponse:
-        return await self.request("HEAD", url, **kw)
-
-    async def post(self, url: str, **kw: Any) -> ClientResponse:
-        return await self.request("POST", url, **kw)
-
-    async def put(self, url: str, **kw: Any) -> ClientResponse:
-        return await self.request("PUT", url, **kw)
-
-    async def patch(self, url: str, **kw: Any) -> ClientResponse:
-        return await self.request("PATCH", url, **kw)
-
-    async def delete(self, url: str, **kw: Any) -> ClientResponse:
-        return await self.request("DELETE", url, **kw)
+        return await within_total(coro, total)
 
     async def close(self) -> None:
         """Close every QUIC connection (H3_NO_ERROR)."""
