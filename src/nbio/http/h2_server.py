@@ -108,11 +108,12 @@ def response_headers(status: int, headers: Any, length: Optional[int],
     return out
 
 
-def request_head(headers: List[Tuple[bytes, bytes]]) -> Request:
-    """The :class:`~nbio.http.h1.Request` of an HTTP/2 request's header fields (pseudo-headers
-    become method/target; ``:authority`` becomes ``host`` if absent; cookies are joined)."""
-    method = b"GET"
-    path = b"/"
+def request_head(headers: Any, version: bytes = b"2") -> Request:
+    """The :class:`~nbio.http.h1.Request` of an HTTP/2 or HTTP/3 request's header fields
+    (pseudo-headers become method/target, empty when missing; ``:authority`` becomes
+    ``host`` if absent; cookies are joined; an invalid content-length counts as none)."""
+    method = b""
+    path = b""
     authority = None
     fields: List[Tuple[bytes, bytes]] = []
     cookies: List[bytes] = []
@@ -142,7 +143,7 @@ def request_head(headers: List[Tuple[bytes, bytes]]) -> Request:
         fields.insert(0, (b"host", authority))
     if cookies:
         fields.append((b"cookie", b"; ".join(cookies)))
-    return Request(method, path, fields, b"2", content_length=length)
+    return Request(method, path, fields, version, content_length=length)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ from aioquic.quic.configuration import QuicConfiguration
 from nbio.errors import ConnectionClosed
 from nbio.http._asgi import Cycle, addr, scope_path
 from nbio.http.asgi import Lifespan
-from nbio.http.h1 import Request, date_header, refresh_date
+from nbio.http.h1 import date_header, refresh_date
+from nbio.http.h2_server import request_head
 from nbio.http.server import FileResponse, HttpRequest, Response, StreamingResponse
 from nbio.http3.quic import QuicLink, QuicProtocol, QuicServerEndpoint
 
@@ -383,30 +384,14 @@ class _H3Connection(QuicProtocol):
     # -- requests -------------------------------------------------------------------------
 
     def _request(self, ev: h3e.HeadersReceived) -> None:
-        method = path = authority = b""
-        headers: List[Tuple[bytes, bytes]] = []
-        content_length: Optional[int] = None
-        for name, value in ev.headers:
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-                continue
-            if name == b"content-length":
-                content_length = int(value)
-            headers.append((name, value))
-        if authority and not any(k == b"host" for k, _ in headers):
-            headers.insert(0, (b"host", authority))
+        head = request_head(ev.headers, b"3")
+        method, path, content_length = head.method, head.target, head.content_length
         server = self.server
         st = _Stream(self, ev.stream_id, method == b"HEAD")
         self.streams[ev.stream_id] = st
         if not method or (not path and method != b"CONNECT"):
             st.send_response(Response(b"Bad Request", 400))
             return
-        head = Request(method, path, headers, b"3", content_length=content_length)
         req = HttpRequest(head, st, ev.stream_ended)
         st.req = req
         limit = server.max_body_size
