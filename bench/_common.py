@@ -396,6 +396,63 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         print(line(r))
 
 
+# --------------------------------------------------------------------------------------------
+# HTTP load (wrk, h2load): one request-rate phase against a server process
+# --------------------------------------------------------------------------------------------
+
+#: A load generator above this share of its core measures itself, not the server.
+GENERATOR_SATURATED_PCT = 90.0
+
+
+def run_wrk(url: str, seconds: float, conns: int, cpu: int | None) -> tuple[float, int]:
+    """Run ``wrk -t1`` against ``url`` on CPU ``cpu``; return (requests/s, requests done)."""
+    import re
+
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", url],
+        capture_output=True, text=True, preexec_fn=lambda: pin(0, cpu), timeout=seconds + 60,
+    ).stdout  # fmt: skip
+    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if rps is None or total is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    if "Non-2xx" in out or "Socket errors" in out:
+        warn(f"wrk reported errors:\n{out}")
+    return float(rps.group(1)), int(total.group(1))
+
+
+def measure_requests(
+    server: Child, name: str, load: Any, warmup: float, seconds: float, generator: str
+) -> dict[str, float]:
+    """``load(duration)`` (a generator run in a child process of this one, returning
+    ``(requests/s, requests done)``) once for ``warmup`` s, then for ``seconds`` s with the
+    server's CPU read around it. Figures: ``req_per_s``, ``user_us_per_req``,
+    ``total_us_per_req``, ``server_cpu_pct``, ``client_cpu_pct`` (the generator's); warns when
+    the generator saturated its core."""
+    load(warmup)
+    su0, ss0 = cpu_times(server.pid)
+    c0 = os.times()
+    rps, total = load(seconds)
+    c1 = os.times()
+    su1, ss1 = cpu_times(server.pid)
+    if not server.alive():
+        raise RuntimeError(f"{name} died during the run")
+    if total <= 0:
+        raise RuntimeError(f"{name}: no request completed")
+    gen_cpu = c1.children_user + c1.children_system - c0.children_user - c0.children_system
+    secs = max(1, round(seconds))
+    if gen_cpu > GENERATOR_SATURATED_PCT / 100 * secs:
+        warn(f"{name}: {generator} used {100 * gen_cpu / secs:.0f}% of its core: "
+             "req/s may measure the client")  # fmt: skip
+    return {
+        "req_per_s": rps,
+        "user_us_per_req": (su1 - su0) / total * 1e6,
+        "total_us_per_req": (su1 - su0 + ss1 - ss0) / total * 1e6,
+        "server_cpu_pct": 100 * (su1 - su0 + ss1 - ss0) / secs,
+        "client_cpu_pct": 100 * gen_cpu / secs,
+    }
+
+
 def add_role_args(parser: Any, roles: Sequence[str] = ("bench", "client")) -> None:
     """The hidden options every bench passes to its own child processes: ``--role`` (the first
     of ``roles`` is the default: the driver), ``--port`` and ``--server-pid``."""

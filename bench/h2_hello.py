@@ -91,16 +91,12 @@ def serve(name: str) -> None:
         uvloop.run(serve_nbio(name == "nbio-h2-asgi"))
 
 
-def run_h2load(port: int, seconds: float, cpu: int | None) -> tuple[float, int, str]:
-    """Run h2load for ``seconds``; return (requests/s, requests succeeded, raw output)."""
-    def pin() -> None:
-        if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
-
+def run_h2load(port: int, seconds: float, cpu: int | None) -> tuple[float, int]:
+    """Run h2load for ``seconds``; return (requests/s, requests succeeded)."""
     out = subprocess.run(
         ["h2load", "-c4", "-m16", "-t1", f"-D{max(1, round(seconds))}",
          f"http://127.0.0.1:{port}/"],
-        capture_output=True, text=True, preexec_fn=pin, timeout=seconds + 60,
+        capture_output=True, text=True, preexec_fn=lambda: C.pin(0, cpu), timeout=seconds + 60,
     ).stdout
     m = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out)
     done = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", out)
@@ -108,7 +104,7 @@ def run_h2load(port: int, seconds: float, cpu: int | None) -> tuple[float, int, 
         raise RuntimeError(f"unexpected h2load output:\n{out}")
     if int(done.group(2)) or int(done.group(3)):
         C.warn(f"h2load reported failures:\n{out}")
-    return float(m.group(1)), int(done.group(1)), out
+    return float(m.group(1)), int(done.group(1))
 
 
 def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
@@ -118,26 +114,11 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
     try:
         port = int(child.expect("READY", 30).split()[0])
         C.wait_port("127.0.0.1", port)
-        run_h2load(port, args.warmup, client_cpu)
-        su0, ss0 = C.cpu_times(child.pid)
-        c0 = os.times()
-        rps, total, _ = run_h2load(port, args.seconds, client_cpu)
-        c1 = os.times()
-        su1, ss1 = C.cpu_times(child.pid)
-        if not child.alive():
-            raise RuntimeError(f"{name} died during the run")
+        return C.measure_requests(
+            child, name, lambda t: run_h2load(port, t, client_cpu),
+            args.warmup, args.seconds, "h2load")
     finally:
         child.stop()
-    gen_cpu = c1.children_user + c1.children_system - c0.children_user - c0.children_system
-    if gen_cpu > 0.9 * args.seconds:
-        C.warn(f"{name}: h2load used {100 * gen_cpu / args.seconds:.0f}% of its core: "
-               "req/s may measure the client")
-    return {
-        "req_per_s": rps,
-        "user_us_per_req": (su1 - su0) / total * 1e6,
-        "total_us_per_req": (su1 - su0 + ss1 - ss0) / total * 1e6,
-        "server_cpu_pct": 100 * (su1 - su0 + ss1 - ss0) / args.seconds,
-    }
 
 
 def main() -> None:

@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
-import subprocess
 import sys
 import time
 
@@ -148,23 +146,6 @@ def serve(name: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def run_wrk(port: int, seconds: float, conns: int, cpu: int | None) -> tuple[float, int, str]:
-    """Run wrk; return (requests/s, requests completed, raw output)."""
-    def pin() -> None:
-        if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
-
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", f"http://127.0.0.1:{port}/"],
-        capture_output=True, text=True, preexec_fn=pin, timeout=seconds + 30,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    if "Non-2xx" in out or "Socket errors" in out:
-        C.warn(f"wrk reported errors:\n{out}")
-    return rps, total, out
-
-
 def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
     server_cpu, client_cpu = C.cpu_layout()
     child = C.Child([sys.executable, os.path.abspath(__file__), "--serve", name],
@@ -172,26 +153,12 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
     try:
         port = int(child.expect("READY", 30).split()[0])
         C.wait_port("127.0.0.1", port)
-        run_wrk(port, args.warmup, args.conns, client_cpu)
-        su0, ss0 = C.cpu_times(child.pid)
-        c0 = os.times()
-        rps, total, _ = run_wrk(port, args.seconds, args.conns, client_cpu)
-        c1 = os.times()
-        su1, ss1 = C.cpu_times(child.pid)
-        if not child.alive():
-            raise RuntimeError(f"{name} died during the run")
+        url = f"http://127.0.0.1:{port}/"
+        return C.measure_requests(
+            child, name, lambda t: C.run_wrk(url, t, args.conns, client_cpu),
+            args.warmup, args.seconds, "wrk")
     finally:
         child.stop()
-    wrk_cpu = (c1.children_user + c1.children_system - c0.children_user - c0.children_system)
-    if wrk_cpu > 0.9 * args.seconds:
-        C.warn(f"{name}: wrk used {100 * wrk_cpu / args.seconds:.0f}% of its core: "
-               "req/s may measure the client")
-    return {
-        "req_per_s": rps,
-        "user_us_per_req": (su1 - su0) / total * 1e6,
-        "total_us_per_req": (su1 - su0 + ss1 - ss0) / total * 1e6,
-        "server_cpu_pct": 100 * (su1 - su0 + ss1 - ss0) / args.seconds,
-    }
 
 
 def main() -> None:
@@ -212,7 +179,7 @@ def main() -> None:
     print(f"wrk -t1 -c{args.conns}, {args.seconds:g} s after {args.warmup:g} s warm-up; "
           "one worker per server, uvloop")
     results: dict[str, dict[str, float]] = {}
-    for name in args.servers.split(","):
+    for name in C.pick_servers(p, args.servers, SERVERS):
         t = time.monotonic()
         results[name] = measure(name, args)
         print(f"  {name}: done in {time.monotonic() - t:.1f} s", flush=True)

@@ -54,10 +54,8 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -87,7 +85,6 @@ WSS_BASELINE = "wss:picows"
 WSS_RATIO_FIGURES = ("msgs_per_s", "user_us_per_msg", "total_us_per_msg")
 HTTPS_RATIOS = {"cpu_vs_raw_httptools_tls": "https:raw-httptools-tls",
                 "cpu_vs_uvicorn": "https:uvicorn"}  # fmt: skip
-CLIENT_SATURATED_PCT = 90.0
 #: Below this, a ping-pong or wrk server was starved by other load on its core (or the client).
 SERVER_STARVED_PCT = 50.0
 FD_LIMIT = 20_000
@@ -232,36 +229,17 @@ def run_wss(name: str, args: argparse.Namespace, cpus: Tuple[Any, Any]) -> Dict[
     finally:
         server.stop()
     _check_load(f"wss:{name}", res)
-    if res["client_cpu_pct"] > CLIENT_SATURATED_PCT:
+    if res["client_cpu_pct"] > C.GENERATOR_SATURATED_PCT:
         C.warn(f"wss:{name}: the load generator used {res['client_cpu_pct']:.0f}% of its core: "
                "msgs/s measures the client; compare us/msg")  # fmt: skip
     return res
 
 
 def _check_load(name: str, res: Dict[str, float]) -> None:
-    if res["server_cpu_pct"] < SERVER_STARVED_PCT and res["client_cpu_pct"] < CLIENT_SATURATED_PCT:
+    if res["server_cpu_pct"] < SERVER_STARVED_PCT and res["client_cpu_pct"] < C.GENERATOR_SATURATED_PCT:
         C.warn(f"{name}: server used {res['server_cpu_pct']:.0f}% and client "
                f"{res['client_cpu_pct']:.0f}% of their cores: other load disturbed the run; "
                "rerun on a quiet machine or with --rounds")  # fmt: skip
-
-
-def run_wrk(url: str, seconds: float, conns: int, cpu: Any) -> Tuple[float, int]:
-    """Run ``wrk -t1``; return (requests/s, requests completed)."""
-
-    def pin() -> None:
-        C.pin(0, cpu)
-
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", url],
-        capture_output=True, text=True, preexec_fn=pin, timeout=seconds + 60,
-    ).stdout  # fmt: skip
-    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    if rps is None or total is None:
-        raise RuntimeError(f"unexpected wrk output:\n{out}")
-    if "Non-2xx" in out or "Socket errors" in out:
-        C.warn(f"wrk reported errors:\n{out}")
-    return float(rps.group(1)), int(total.group(1))
 
 
 def run_https(name: str, args: argparse.Namespace, cpus: Tuple[Any, Any]) -> Dict[str, float]:
@@ -269,28 +247,11 @@ def run_https(name: str, args: argparse.Namespace, cpus: Tuple[Any, Any]) -> Dic
     print(f"  https:{name}: {probe}", flush=True)
     url = f"https://127.0.0.1:{port}/"
     try:
-        run_wrk(url, args.warmup, args.conns, cpus[1])
-        su0, ss0 = C.cpu_times(server.pid)
-        c0 = os.times()
-        rps, total = run_wrk(url, args.seconds, args.conns, cpus[1])
-        c1 = os.times()
-        su1, ss1 = C.cpu_times(server.pid)
-        if not server.alive():
-            raise RuntimeError(f"https:{name} died during the run")
+        res = C.measure_requests(
+            server, f"https:{name}", lambda t: C.run_wrk(url, t, args.conns, cpus[1]),
+            args.warmup, args.seconds, "wrk")
     finally:
         server.stop()
-    wrk_cpu = c1.children_user + c1.children_system - c0.children_user - c0.children_system
-    seconds = max(1, round(args.seconds))
-    if wrk_cpu > CLIENT_SATURATED_PCT / 100 * seconds:
-        C.warn(f"https:{name}: wrk used {100 * wrk_cpu / seconds:.0f}% of its core: "
-               "req/s may measure the client")  # fmt: skip
-    res = {
-        "req_per_s": rps,
-        "user_us_per_req": (su1 - su0) / total * 1e6,
-        "total_us_per_req": (su1 - su0 + ss1 - ss0) / total * 1e6,
-        "server_cpu_pct": 100 * (su1 - su0 + ss1 - ss0) / seconds,
-        "client_cpu_pct": 100 * wrk_cpu / seconds,
-    }
     _check_load(f"https:{name}", res)
     return res
 
