@@ -75,17 +75,13 @@ cdef class Cycle:
         req = self.req
         if not self.done and not self.disconnected:
             try:
-                while not req._chunks and not req._complete:
-                    await req._wait()
+                await req._wait_body()
             except Exception:
                 self.disconnected = True
                 return _DISCONNECT
-            if req._chunks or not req._consumed:
-                chunks, req._chunks, req._size = req._chunks, [], 0
-                req._consumed = req._complete
-                req._resume_input()
-                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                return {"type": "http.request", "body": body, "more_body": not req._complete}
+            message = req._body_message()
+            if message is not None:
+                return message
             # the body was read: wait until the response is done or the client leaves
             waiter = loop_of(req._session).create_future()
             req._waiter = waiter

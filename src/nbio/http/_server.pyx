@@ -224,6 +224,23 @@ cdef class HttpRequest:
         if session is not None and session.input_paused:
             session.resume_input()
 
+    async def _wait_body(self):
+        """Until body bytes or the end arrived (raises when the client is gone): the ASGI
+        ``receive`` of every protocol."""
+        while not self._chunks and not self._complete:
+            await self._wait()
+
+    def _body_message(self):
+        """The ASGI ``http.request`` message of what arrived and was not handed over yet
+        (reading resumes), or None once the whole body was."""
+        if self._chunks or not self._consumed:
+            chunks, self._chunks, self._size = self._chunks, [], 0
+            self._consumed = self._complete
+            self._resume_input()
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return {"type": "http.request", "body": body, "more_body": not self._complete}
+        return None
+
 
 cdef object loop_of(object session):
     """The running loop, from the session when it knows it."""

@@ -803,17 +803,13 @@ class _AsgiCycle:
         assert req is not None
         if not stream.responded and not self.disconnected:
             try:
-                while not req._chunks and not req._complete:
-                    await req._wait()
+                await req._wait_body()
             except Exception:
                 self.disconnected = True
                 return _DISCONNECT
-            if req._chunks or not req._consumed:
-                chunks, req._chunks, req._size = req._chunks, [], 0
-                req._consumed = req._complete
-                req._resume_input()
-                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                return {"type": "http.request", "body": body, "more_body": not req._complete}
+            message: Optional[Dict[str, Any]] = req._body_message()
+            if message is not None:
+                return message
             waiter = self.session.loop.create_future()
             req._waiter = waiter
             try:
