@@ -12,64 +12,15 @@ is a room message)::
     stats            -> "!stats {json}": Rooms.stats() plus the errors and loss windows
                      the backplane reported through on_error / on_reconnect
 
-Usage: python _ws_worker.py REDIS_URL   (or import WsWorker to start one)
+Usage: python _ws_worker.py REDIS_URL   (the tests start it through WsWorker)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import select
-import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Set
-
-WORKER = Path(__file__).resolve()
-
-
-class WsWorker:
-    """The test side: start ``_ws_worker.py`` as a process, read its port, stop it."""
-
-    def __init__(self, url: str) -> None:
-        env = dict(os.environ)
-        src = str(WORKER.parents[2] / "src")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), url],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        self.port = 0
-
-    def wait_port(self, deadline: float) -> None:
-        assert self.proc.stdout is not None
-        while not select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[
-            0
-        ]:
-            if time.monotonic() > deadline:
-                raise AssertionError("worker did not report its port in time")
-        line = self.proc.stdout.readline()
-        assert line, f"worker exited with {self.proc.wait()}"
-        self.port = int(line)
-
-    def url(self, api: str) -> str:
-        return f"ws://127.0.0.1:{self.port}/{api}"
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
 
 # -- the worker process -----------------------------------------------------------------------
 

@@ -5,74 +5,25 @@ and a Redis restart is survived (reconnect, resubscribe) with the loss window re
 from __future__ import annotations
 
 import asyncio
-import os
-import select
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator, List, Tuple
 
 import pytest
 from tests.backplane._redis import RedisProcess
+from tests.backplane._worker_proc import WorkerProcess, running_workers
 from tests.rpc._support import wait_until
 
-import nbio
 from nbio.rpc import PubSubClient
 
 pytest.importorskip("redis.asyncio")
 
-WORKER = Path(__file__).with_name("_worker.py")
-
-
-class Worker:
-    def __init__(self, url: str) -> None:
-        env = dict(os.environ)
-        src = str(Path(nbio.__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), url],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        self.port = 0
-
-    def wait_port(self, deadline: float) -> None:
-        assert self.proc.stdout is not None
-        while not select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[
-            0
-        ]:
-            if time.monotonic() > deadline:
-                raise AssertionError("worker did not report its port in time")
-        line = self.proc.stdout.readline()
-        assert line, f"worker exited with {self.proc.wait()}"
-        self.port = int(line)
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+class Worker(WorkerProcess):
+    script = Path(__file__).with_name("_worker.py")
 
 
 @pytest.fixture
 def workers(redis_server: RedisProcess) -> Iterator[List[Worker]]:
-    procs = [Worker(redis_server.url) for _ in range(2)]
-    try:
-        deadline = time.monotonic() + 20
-        for w in procs:
-            w.wait_port(deadline)
-        yield procs
-    finally:
-        for w in procs:
-            w.stop()
-    assert [w.proc.returncode for w in procs] == [0, 0]  # clean shutdown
+    yield from running_workers(Worker, redis_server.url)
 
 
 class Inbox:

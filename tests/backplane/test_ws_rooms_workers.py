@@ -10,31 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+from pathlib import Path
 from typing import Any, Iterator, List
 
 import pytest
 import websockets
 from tests.backplane._redis import RedisProcess
-from tests.backplane._ws_worker import WsWorker
+from tests.backplane._worker_proc import WorkerProcess, running_workers
 
 pytest.importorskip("redis.asyncio")
 
 ROOM = "lobby"
 
 
+class WsWorker(WorkerProcess):
+    """A ``_ws_worker.py`` process."""
+
+    script = Path(__file__).with_name("_ws_worker.py")
+
+    def url(self, api: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/{api}"
+
+
 @pytest.fixture
 def workers(redis_server: RedisProcess) -> Iterator[List[WsWorker]]:
-    procs = [WsWorker(redis_server.url) for _ in range(2)]
-    try:
-        deadline = time.monotonic() + 20
-        for w in procs:
-            w.wait_port(deadline)
-        yield procs
-    finally:
-        for w in procs:
-            w.stop()
-    assert [w.proc.returncode for w in procs] == [0, 0]  # clean shutdown
+    yield from running_workers(WsWorker, redis_server.url)
 
 
 async def ask(client: Any, command: str) -> str:
