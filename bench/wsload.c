@@ -106,6 +106,7 @@ static long sent_total, behind, w_behind, dropped, bad, w_echoed;
 static int rr, marked;
 static double w_t, w_cpu;
 static long hist[HIST_N];
+static double hist_k; /* 1 / log(1.02) */
 
 static double now_s(void) {
     struct timespec ts;
@@ -231,8 +232,12 @@ static void flush_out(conn_t *c, int idx) {
     ssize_t w = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL);
     if (w < 0) {
         if (errno == EAGAIN) return;
-        if (!warm) dropped++;
-        release(c);
+        if (c->state == ST_HANDSHAKE || warm)
+            fail(c, c->state == ST_HANDSHAKE ? "handshake: send" : "warm-up send", errno);
+        else {
+            dropped++;
+            release(c);
+        }
         return;
     }
     memmove(c->out, c->out + w, c->out_len - (size_t)w);
@@ -308,8 +313,14 @@ static void start_open(int n, int is_warm) {
 static void scan_timeouts(double now) {
     for (int i = 0; i < started; i++) {
         conn_t *c = &conns[i];
-        if ((c->state == ST_CONNECTING || c->state == ST_HANDSHAKE) && now > c->deadline)
-            fail(c, c->state == ST_CONNECTING ? "connect" : "handshake", ETIMEDOUT);
+        int pending = c->state == ST_CONNECTING || c->state == ST_HANDSHAKE ||
+                      (warm && c->state == ST_OPEN); /* a warm-up connection awaits its echo */
+        if (pending && now > c->deadline)
+            fail(c,
+                 c->state == ST_CONNECTING   ? "connect"
+                 : c->state == ST_HANDSHAKE ? "handshake"
+                                            : "warm-up echo",
+                 ETIMEDOUT);
     }
 }
 
@@ -335,7 +346,7 @@ static void frame_done(conn_t *c, int idx) {
         uint64_t sent = 0;
         for (int i = 0; i < 8; i++) sent |= (uint64_t)c->ts[i] << (8 * i);
         double us = (double)(now_ns() - sent) / 1000.0;
-        int b = (int)(log(us > 1.0 ? us : 1.0) / log(1.02));
+        int b = (int)(log(us > 1.0 ? us : 1.0) * hist_k);
         hist[b < HIST_N ? b : HIST_N - 1]++;
         w_echoed++;
     }
@@ -573,6 +584,7 @@ int main(int argc, char **argv) {
     }
     if (!port || size < 8 || src_ips < 1 || src_ips > 250 || inflight_max < 1) usage();
 
+    hist_k = 1.0 / log(1.02);
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         rl.rlim_cur = rl.rlim_max;
