@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -142,8 +142,12 @@ class CpuSampler:
         su, ss = cpu_times(self.server_pid)
         t = os.times()
         sample = {
-            "t": time.monotonic(), "count": count, "su": su, "ss": ss,
-            "cu": t.user, "cs": t.system,
+            "t": time.monotonic(),
+            "count": count,
+            "su": su,
+            "ss": ss,
+            "cu": t.user,
+            "cs": t.system,
         }
         if self.cpus is not None:
             sample["busy"] = cpus_busy(self.cpus)
@@ -330,21 +334,48 @@ def python_env() -> dict[str, str]:
     return env
 
 
-def start_tcp_server(name: str, cpu: int | None, timeout: float = 20.0) -> tuple[Child, int]:
-    """Start ``servers_tcp.py --server NAME --port 0`` pinned to ``cpu``; return (child, port)."""
-    child = Child(
-        [sys.executable, str(BENCH_DIR / "servers_tcp.py"), "--server", name, "--port", "0"],
-        cpu=cpu,
-        env=python_env(),
-        name=name,
-    )
+def start_server(
+    argv: Sequence[str],
+    cpu: int | None,
+    name: str,
+    timeout: float = 20.0,
+    probe: Callable[[int], Any] | None = None,
+) -> tuple[Child, int, Any]:
+    """Start a server child (``argv``, pinned to ``cpu``) that prints ``READY <port>``; wait
+    until it accepts connections: ``probe(port)`` if given (its result is returned), else a
+    bare TCP connect. Returns (child, port, probe result or None); stops the child on failure.
+    """
+    child = Child(list(argv), cpu=cpu, env=python_env(), name=name)
     try:
         port = int(child.expect("READY", timeout).split()[0])
-        wait_port("127.0.0.1", port, timeout)
+        probed = None
+        if probe is not None:
+            probed = probe(port)
+        else:
+            wait_port("127.0.0.1", port, timeout)
     except BaseException:
         child.stop()
         raise
+    return child, port, probed
+
+
+def start_tcp_server(name: str, cpu: int | None, timeout: float = 20.0) -> tuple[Child, int]:
+    """Start ``servers_tcp.py --server NAME --port 0`` pinned to ``cpu``; return (child, port)."""
+    argv = [sys.executable, str(BENCH_DIR / "servers_tcp.py"), "--server", name, "--port", "0"]
+    child, port, _ = start_server(argv, cpu, name, timeout)
     return child, port
+
+
+def ready(port: int) -> None:
+    """What every server child prints once it listens: ``READY <port>``."""
+    print(f"READY {port}", flush=True)
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (for servers that must be given a concrete one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> None:

@@ -73,11 +73,12 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C
+import servers_ws as WS
 
 BENCH = "scale"
 SERVERS = ("nbio", "picows", "websockets")
@@ -95,80 +96,18 @@ HIST_K = 1 / math.log(1.02)  # histogram bucket i holds RTTs in [1.02**i, 1.02**
 # ---------------------------------------------------------------------------------------------
 
 
-async def _nbio_server(port: int) -> Any:
-    from nbio.engine import Engine
-    from nbio.ws import serve
-
-    class Echo:
-        def on_message(self, ws: Any, data: Any, is_text: bool) -> None:
-            ws.send(data)
-
-    engine = Engine(backend="native", backlog=BACKLOG, reuse_port=True)
-    return await serve(
-        Echo(),
-        "127.0.0.1",
-        port,
-        engine=engine,
-        reuse_port=True,
-        compression=None,
-        ping_interval=None,
-        max_size=MAX_SIZE,
-    )
-
-
-async def _picows_server(port: int) -> Any:
-    from picows import WSListener, WSMsgType, ws_create_server
-
-    class Echo(WSListener):  # type: ignore[misc]
-        def on_ws_frame(self, transport: Any, frame: Any) -> None:
-            if frame.msg_type == WSMsgType.CLOSE:
-                transport.send_close(frame.get_close_code(), frame.get_close_message())
-                transport.disconnect()
-            elif frame.msg_type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                transport.send(frame.msg_type, frame.get_payload_as_memoryview())
-
-    return await ws_create_server(
-        lambda _request: Echo(),
-        "127.0.0.1",
-        port,
-        max_frame_size=MAX_SIZE,
-        reuse_port=True,
-        backlog=BACKLOG,
-    )
-
-
-async def _websockets_server(port: int) -> Any:
-    import websockets
-
-    async def echo(ws: Any) -> None:
-        try:
-            async for message in ws:
-                await ws.send(message)
-        except websockets.ConnectionClosed:
-            pass  # the clients go away without a closing handshake at the end
-
-    return await websockets.serve(
-        echo,
-        "127.0.0.1",
-        port,
-        compression=None,
-        ping_interval=None,
-        max_size=MAX_SIZE,
-        reuse_port=True,
-        backlog=BACKLOG,
-    )
-
-
-STARTERS: Dict[str, Callable[[int], Any]] = {
-    "nbio": _nbio_server,
-    "picows": _picows_server,
-    "websockets": _websockets_server,
+# The echo servers are servers_ws.py's, listening with SO_REUSEPORT and a deep backlog, with
+# messages capped at MAX_SIZE (no compression, no keepalive pings: servers_ws's defaults).
+STARTERS: Dict[str, Callable[..., Awaitable[Any]]] = {
+    "nbio": WS.nbio_callback,
+    "picows": WS.picows_server,
+    "websockets": WS.websockets_server,
 }
 
 
 async def _server_main(name: str, port: int) -> None:
-    _server = await STARTERS[name](port)
-    print(f"READY {port}", flush=True)
+    _server = await STARTERS[name](port, reuse_port=True, backlog=BACKLOG, max_size=MAX_SIZE)
+    C.ready(port)
     await asyncio.get_running_loop().create_future()  # until SIGTERM's default action
 
 

@@ -14,7 +14,7 @@ import asyncio
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,8 +23,45 @@ import _common as C
 WS_SERVERS = ("nbio-callback", "nbio-async", "picows", "websockets", "aiohttp")
 MAX_SIZE = 16 << 20
 
+# Every starter is ``await starter(port, *, reuse_port=False, backlog=None, max_size=MAX_SIZE)``:
+# ``reuse_port`` and ``backlog`` (None: the library's default; aiohttp's is 4096 here) are
+# listen options, which
+# scale.py sets for its SO_REUSEPORT workers; ``max_size`` caps a message.
 
-async def nbio_callback(port: int) -> Any:
+
+def _listen_options(reuse_port: bool, backlog: Optional[int]) -> Dict[str, Any]:
+    """``loop.create_server`` keywords for the given listen options (none for defaults)."""
+    options: Dict[str, Any] = {}
+    if reuse_port:
+        options["reuse_port"] = True
+    if backlog is not None:
+        options["backlog"] = backlog
+    return options
+
+
+def _nbio_options(reuse_port: bool, backlog: Optional[int]) -> Dict[str, Any]:
+    """``nbio.ws.serve`` keywords: with listen options, an engine of its own (native backend)
+    that listens with them; else the default engine."""
+    if not reuse_port and backlog is None:
+        return {}
+    from nbio.engine import Engine
+
+    engine_options: Dict[str, Any] = {"backend": "native", "reuse_port": reuse_port}
+    if backlog is not None:
+        engine_options["backlog"] = backlog
+    engine = Engine(**engine_options)
+    return {"engine": engine, "reuse_port": reuse_port}
+
+
+async def _echo(ws: Any) -> None:
+    """Async-iterator echo handler (``nbio-async``, ``websockets``)."""
+    async for message in ws:
+        await ws.send(message)
+
+
+async def nbio_callback(
+    port: int, *, reuse_port: bool = False, backlog: Optional[int] = None, max_size: int = MAX_SIZE
+) -> Any:
     from nbio.ws import serve
 
     class Echo:
@@ -32,23 +69,35 @@ async def nbio_callback(port: int) -> Any:
             ws.send(data)
 
     return await serve(
-        Echo(), "127.0.0.1", port, compression=None, ping_interval=None, max_size=MAX_SIZE
+        Echo(),
+        "127.0.0.1",
+        port,
+        compression=None,
+        ping_interval=None,
+        max_size=max_size,
+        **_nbio_options(reuse_port, backlog),
     )
 
 
-async def nbio_async(port: int) -> Any:
+async def nbio_async(
+    port: int, *, reuse_port: bool = False, backlog: Optional[int] = None, max_size: int = MAX_SIZE
+) -> Any:
     from nbio.ws import serve
 
-    async def echo(ws: Any) -> None:
-        async for message in ws:
-            await ws.send(message)
-
     return await serve(
-        echo, "127.0.0.1", port, compression=None, ping_interval=None, max_size=MAX_SIZE
+        _echo,
+        "127.0.0.1",
+        port,
+        compression=None,
+        ping_interval=None,
+        max_size=max_size,
+        **_nbio_options(reuse_port, backlog),
     )
 
 
-async def picows_server(port: int) -> Any:
+async def picows_server(
+    port: int, *, reuse_port: bool = False, backlog: Optional[int] = None, max_size: int = MAX_SIZE
+) -> Any:
     from picows import WSListener, WSMsgType, ws_create_server
 
     class Echo(WSListener):  # type: ignore[misc]
@@ -60,27 +109,43 @@ async def picows_server(port: int) -> Any:
                 transport.send(frame.msg_type, frame.get_payload_as_memoryview())
 
     return await ws_create_server(
-        lambda _request: Echo(), "127.0.0.1", port, max_frame_size=MAX_SIZE
+        lambda _request: Echo(),
+        "127.0.0.1",
+        port,
+        max_frame_size=max_size,
+        **_listen_options(reuse_port, backlog),  # **kwargs go to loop.create_server
     )
 
 
-async def websockets_server(port: int) -> Any:
+async def websockets_server(
+    port: int, *, reuse_port: bool = False, backlog: Optional[int] = None, max_size: int = MAX_SIZE
+) -> Any:
     import websockets
 
     async def echo(ws: Any) -> None:
-        async for message in ws:
-            await ws.send(message)
+        try:
+            await _echo(ws)
+        except websockets.ConnectionClosed:
+            pass  # a client that goes away without a closing handshake is no handler error
 
     return await websockets.serve(
-        echo, "127.0.0.1", port, compression=None, ping_interval=None, max_size=MAX_SIZE
+        echo,
+        "127.0.0.1",
+        port,
+        compression=None,
+        ping_interval=None,
+        max_size=max_size,
+        **_listen_options(reuse_port, backlog),
     )
 
 
-async def aiohttp_server(port: int) -> Any:
+async def aiohttp_server(
+    port: int, *, reuse_port: bool = False, backlog: Optional[int] = 4096, max_size: int = MAX_SIZE
+) -> Any:
     from aiohttp import WSMsgType, web
 
     async def handler(request: Any) -> Any:
-        ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_SIZE, autoping=True)
+        ws = web.WebSocketResponse(compress=False, max_msg_size=max_size, autoping=True)
         await ws.prepare(request)
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
@@ -93,12 +158,12 @@ async def aiohttp_server(port: int) -> Any:
     app.router.add_get("/", handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
+    site = web.TCPSite(runner, "127.0.0.1", port, **_listen_options(reuse_port, backlog))
     await site.start()
     return runner
 
 
-STARTERS = {
+STARTERS: Dict[str, Callable[..., Awaitable[Any]]] = {
     "nbio-callback": nbio_callback,
     "nbio-async": nbio_async,
     "picows": picows_server,
@@ -116,14 +181,9 @@ def bound_port(server: Any, name: str) -> int:
 
 
 async def main(name: str, port: int) -> None:
-    if port == 0:
-        import socket
-
-        with socket.socket() as s:  # aiohttp and picows need a concrete port to report
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    server = await STARTERS[name](port)
-    print(f"READY {bound_port(server, name)}", flush=True)
+    # aiohttp and picows need a concrete port to report
+    server = await STARTERS[name](port or C.free_port())
+    C.ready(bound_port(server, name))
     stop = asyncio.get_running_loop().create_future()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set_result, None)
     await stop
@@ -140,18 +200,8 @@ if __name__ == "__main__":
     asyncio.run(main(args.server, args.port))
 
 
-def start_ws_server(name: str, cpu: Any, timeout: float = 20.0) -> Any:
+def start_ws_server(name: str, cpu: Any, timeout: float = 20.0) -> Tuple[C.Child, int]:
     """Start ``servers_ws.py --server NAME`` pinned to ``cpu``; return (child, port)."""
-    child = C.Child(
-        [sys.executable, os.path.abspath(__file__), "--server", name, "--port", "0"],
-        cpu=cpu,
-        env=C.python_env(),
-        name=name,
-    )
-    try:
-        port = int(child.expect("READY", timeout).split()[0])
-        C.wait_port("127.0.0.1", port, timeout)
-    except BaseException:
-        child.stop()
-        raise
+    argv = [sys.executable, os.path.abspath(__file__), "--server", name, "--port", "0"]
+    child, port, _ = C.start_server(argv, cpu, name, timeout)
     return child, port
