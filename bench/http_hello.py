@@ -33,108 +33,38 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C
+import servers_http as H
+from servers_http import BODY, hello_asgi  # noqa: F401  (h2_hello imports them from here)
 
 BENCH = "http_hello"
 SERVERS = ("nbio-native", "nbio-asgi", "uvicorn", "raw-httptools")
-BODY = b"Hello, World!"
 
 
 # --------------------------------------------------------------------------------------------
-# The servers (run in a child: ``http_hello.py --serve NAME``)
+# The servers (run in a child: ``http_hello.py --serve NAME``), from servers_http.py
 # --------------------------------------------------------------------------------------------
-
-
-async def hello_asgi(scope, receive, send):  # type: ignore[no-untyped-def]
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": BODY})
-
-
-def _ready(port: int) -> None:
-    print(f"READY {port}", flush=True)
 
 
 async def serve_nbio(asgi: bool) -> None:
     from nbio.engine import Engine
-    from nbio.http import HttpServer, Response
-    from nbio.http.asgi import AsgiServer
 
-    headers = [(b"content-type", b"text/plain")]
-
-    def hello(request):  # type: ignore[no-untyped-def]
-        return Response(BODY, headers=headers)
-
-    server = AsgiServer(hello_asgi, lifespan="off") if asgi else HttpServer(hello)
     engine = Engine(backend="native")
-    listener = engine.listen(server, "127.0.0.1", 0)
-    _ready(listener.address[1])
+    listener = engine.listen(H.nbio_hello_server(asgi), "127.0.0.1", 0)
+    C.ready(listener.address[1])
     await asyncio.Event().wait()
 
 
 async def serve_raw_httptools() -> None:
-    import httptools
-
-    class Proto(asyncio.Protocol):
-        def __init__(self) -> None:
-            self.parser = httptools.HttpRequestParser(self)
-            self.transport: asyncio.Transport | None = None
-
-        def connection_made(self, transport):  # type: ignore[no-untyped-def]
-            self.transport = transport
-
-        def data_received(self, data: bytes) -> None:
-            try:
-                self.parser.feed_data(data)
-            except httptools.HttpParserError:
-                assert self.transport is not None
-                self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
-                                     b"Connection: close\r\n\r\n")
-                self.transport.close()
-
-        def on_url(self, url: bytes) -> None:
-            pass
-
-        def on_message_complete(self) -> None:
-            keep = self.parser.should_keep_alive()
-            head = [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ",
-                    str(len(BODY)).encode(), b"\r\n"]
-            if not keep:
-                head.append(b"Connection: close\r\n")
-            head.append(b"\r\n")
-            head.append(BODY)
-            assert self.transport is not None
-            self.transport.write(b"".join(head))
-            if not keep:
-                self.transport.close()
-
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Proto, "127.0.0.1", 0)
-    _ready(server.sockets[0].getsockname()[1])
+    server = await asyncio.get_running_loop().create_server(H.HelloProtocol, "127.0.0.1", 0)
+    C.ready(server.sockets[0].getsockname()[1])
     await asyncio.Event().wait()
-
-
-def serve_uvicorn() -> None:
-    import socket
-
-    import uvicorn
-
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(hello_asgi, loop="uvloop", http="httptools", lifespan="off",
-                            log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    _ready(sock.getsockname()[1])
-    server.run(sockets=[sock])
 
 
 def serve(name: str) -> None:
     import uvloop
 
     if name == "uvicorn":
-        serve_uvicorn()
+        H.run_uvicorn()
     elif name == "raw-httptools":
         uvloop.run(serve_raw_httptools())
     else:
@@ -148,15 +78,18 @@ def serve(name: str) -> None:
 
 def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
     server_cpu, client_cpu = C.cpu_layout()
-    child = C.Child([sys.executable, os.path.abspath(__file__), "--serve", name],
-                    cpu=server_cpu, env=C.python_env(), name=name)
+    argv = [sys.executable, os.path.abspath(__file__), "--serve", name]
+    child, port, _ = C.start_server(argv, server_cpu, name, 30)
     try:
-        port = int(child.expect("READY", 30).split()[0])
-        C.wait_port("127.0.0.1", port)
         url = f"http://127.0.0.1:{port}/"
         return C.measure_requests(
-            child, name, lambda t: C.run_wrk(url, t, args.conns, client_cpu),
-            args.warmup, args.seconds, "wrk")
+            child,
+            name,
+            lambda t: C.run_wrk(url, t, args.conns, client_cpu),
+            args.warmup,
+            args.seconds,
+            "wrk",
+        )
     finally:
         child.stop()
 
@@ -176,8 +109,10 @@ def main() -> None:
         raise SystemExit("wrk is needed: apt-get install -y wrk")
     C.install_cleanup()
     print(f"{BENCH}: {C.machine_info()}")
-    print(f"wrk -t1 -c{args.conns}, {args.seconds:g} s after {args.warmup:g} s warm-up; "
-          "one worker per server, uvloop")
+    print(
+        f"wrk -t1 -c{args.conns}, {args.seconds:g} s after {args.warmup:g} s warm-up; "
+        "one worker per server, uvloop"
+    )
     results: dict[str, dict[str, float]] = {}
     for name in C.pick_servers(p, args.servers, SERVERS):
         t = time.monotonic()
@@ -190,11 +125,30 @@ def main() -> None:
             r["cpu_vs_raw_httptools"] = r["total_us_per_req"] / raw
         if uvi:
             r["cpu_vs_uvicorn"] = r["total_us_per_req"] / uvi
-    rows = [[n, r["req_per_s"], r["user_us_per_req"], r["total_us_per_req"],
-             r["server_cpu_pct"], r.get("cpu_vs_raw_httptools"), r.get("cpu_vs_uvicorn")]
-            for n, r in results.items()]
-    C.print_table(["server", "req/s", "user us/req", "total us/req", "server cpu %",
-                   "cpu vs raw", "cpu vs uvicorn"], rows)
+    rows = [
+        [
+            n,
+            r["req_per_s"],
+            r["user_us_per_req"],
+            r["total_us_per_req"],
+            r["server_cpu_pct"],
+            r.get("cpu_vs_raw_httptools"),
+            r.get("cpu_vs_uvicorn"),
+        ]
+        for n, r in results.items()
+    ]
+    C.print_table(
+        [
+            "server",
+            "req/s",
+            "user us/req",
+            "total us/req",
+            "server cpu %",
+            "cpu vs raw",
+            "cpu vs uvicorn",
+        ],
+        rows,
+    )
     if "nbio-native" in results and raw:
         ok = results["nbio-native"]["total_us_per_req"] <= raw
         print(f"target nbio-native <= raw-httptools CPU/request: {'met' if ok else 'NOT met'}")

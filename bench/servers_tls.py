@@ -10,10 +10,10 @@ the same files).
 * ``wss:NAME`` -- the WebSocket echo servers of ``servers_ws.py`` (``nbio-callback``,
   ``nbio-async``, ``picows``, ``websockets``), unchanged but for ``ssl=`` handed to their
   library's serve function, so they do exactly the work they do in ``ws_echo.py``;
-* ``https:NAME`` -- "Hello, World!" over https: ``nbio-native`` (``HttpServer``, sync handler),
-  ``nbio-asgi`` (``AsgiServer``), ``uvicorn`` (httptools, uvloop, ``--ssl-certfile`` /
-  ``--ssl-keyfile``) with ``http_hello.py``'s ASGI app, and ``raw-httptools-tls`` (a uvloop
-  ``loop.create_server(ssl=...)`` Protocol with an httptools parser, like ``raw-httptools``);
+* ``https:NAME`` -- ``http_hello.py``'s "Hello, World!" servers (from ``servers_http.py``)
+  over https: ``nbio-native`` (``HttpServer``, sync handler), ``nbio-asgi`` (``AsgiServer``),
+  ``uvicorn`` (httptools, uvloop, ``--ssl-certfile`` / ``--ssl-keyfile``) and
+  ``raw-httptools-tls`` (the ``raw-httptools`` Protocol on ``loop.create_server(ssl=...)``);
 * ``tcp:NAME`` -- engine-level echo over TLS: ``nbio-tls`` (``Engine.listen(handler,
   ssl=ctx)``) and ``uvloop-tls`` (``servers_tcp.py``'s ``EchoProtocol`` on
   ``loop.create_server(ssl=ctx)``, i.e. asyncio's own TLS transport as uvloop implements it).
@@ -37,6 +37,7 @@ from typing import Any, Callable, Coroutine, Dict
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C
+import servers_http as H
 
 WSS_SERVERS = ("nbio-callback", "nbio-async", "picows", "websockets")
 HTTPS_SERVERS = ("nbio-native", "nbio-asgi", "uvicorn", "raw-httptools-tls")
@@ -83,10 +84,6 @@ def tls_probe(port: int, certdir: str, timeout: float = 10.0) -> str:
         return f"{s.version()} {cipher[0] if cipher else '?'}"
 
 
-def _ready(port: int) -> None:
-    print(f"READY {port}", flush=True)
-
-
 # -- wss: servers_ws.py's servers with ssl= -------------------------------------------------
 
 
@@ -115,109 +112,37 @@ async def serve_wss(name: str, ctx: ssl.SSLContext) -> None:
         # ws_echo's picows client ends with send_close() (close code NO_INFO), which websockets
         # rejects and logs as a failed handler, once per connection: noise at teardown.
         logging.getLogger("websockets.server").setLevel(logging.CRITICAL)
-    server = await servers_ws.STARTERS[name](_free_port())
-    _ready(servers_ws.bound_port(server, name))
+    server = await servers_ws.STARTERS[name](C.free_port())  # picows reports it
+    C.ready(servers_ws.bound_port(server, name))
     await _forever()
-
-
-def _free_port() -> int:
-    """A free port on 127.0.0.1 (picows needs a concrete one to report)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- https -----------------------------------------------------------------------------------
 
 
 async def serve_nbio_https(asgi: bool, ctx: ssl.SSLContext) -> None:
-    from http_hello import BODY, hello_asgi
-
     from nbio.engine import Engine
-    from nbio.http import HttpServer, Response
-    from nbio.http.asgi import AsgiServer
 
-    headers = [(b"content-type", b"text/plain")]
-
-    def hello(request: Any) -> Any:
-        return Response(BODY, headers=headers)
-
-    server = AsgiServer(hello_asgi, lifespan="off") if asgi else HttpServer(hello)
     engine = Engine(backend="native")
+    server = H.nbio_hello_server(asgi)
     listener = engine.listen(server, "127.0.0.1", 0, ssl=ctx, backlog=BACKLOG)
-    _ready(listener.address[1])
+    C.ready(listener.address[1])
     await _forever()
-
-
-class HelloProtocol(asyncio.Protocol):
-    """``raw-httptools-tls``: httptools parser, one prebuilt-style response per request."""
-
-    def __init__(self) -> None:
-        import httptools
-
-        self.parser = httptools.HttpRequestParser(self)
-        self.error = httptools.HttpParserError
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except self.error:
-            self.transport.write(
-                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            )
-            self.transport.close()
-
-    def on_message_complete(self) -> None:
-        from http_hello import BODY
-
-        keep = self.parser.should_keep_alive()
-        head = [
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ",
-            str(len(BODY)).encode(),
-            b"\r\n" if keep else b"\r\nConnection: close\r\n",
-            b"\r\n",
-            BODY,
-        ]
-        self.transport.write(b"".join(head))
-        if not keep:
-            self.transport.close()
 
 
 async def serve_raw_httptools_tls(ctx: ssl.SSLContext) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(HelloProtocol, "127.0.0.1", 0, ssl=ctx, backlog=BACKLOG)
-    _ready(server.sockets[0].getsockname()[1])
+    server = await loop.create_server(H.HelloProtocol, "127.0.0.1", 0, ssl=ctx, backlog=BACKLOG)
+    C.ready(server.sockets[0].getsockname()[1])
     await _forever()
 
 
 def serve_uvicorn_https(certdir: str) -> None:
-    import socket
-
-    import uvicorn
-    from http_hello import hello_asgi
-
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        hello_asgi,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
+    H.run_uvicorn(
         ssl_certfile=os.path.join(certdir, CERT),
         ssl_keyfile=os.path.join(certdir, KEY),
         backlog=BACKLOG,
     )
-    _ready(sock.getsockname()[1])
-    uvicorn.Server(config).run(sockets=[sock])
 
 
 # -- tcp: engine-level echo over TLS ------------------------------------------------------
@@ -232,7 +157,7 @@ async def serve_nbio_tls(ctx: ssl.SSLContext) -> None:
 
     engine = Engine(backend="native")
     listener = engine.listen(Echo(), "127.0.0.1", 0, ssl=ctx, backlog=BACKLOG)
-    _ready(listener.address[1])
+    C.ready(listener.address[1])
     await _forever()
 
 
@@ -241,7 +166,7 @@ async def serve_uvloop_tls(ctx: ssl.SSLContext) -> None:
 
     loop = asyncio.get_running_loop()
     server = await loop.create_server(EchoProtocol, "127.0.0.1", 0, ssl=ctx, backlog=BACKLOG)
-    _ready(server.sockets[0].getsockname()[1])
+    C.ready(server.sockets[0].getsockname()[1])
     await _forever()
 
 
@@ -295,20 +220,11 @@ def serve(server: str, certdir: str) -> None:
 def start_tls_server(server: str, certdir: str, cpu: Any, timeout: float = 30.0) -> Any:
     """Start ``servers_tls.py --server PHASE:NAME`` pinned to ``cpu``; return (child, port,
     "VERSION CIPHER" of a first verified handshake)."""
-    child = C.Child(
-        [sys.executable, os.path.abspath(__file__), "--server", server, "--certdir", certdir],
-        cpu=cpu,
-        env=C.python_env(),
-        name=server,
+    argv = [sys.executable, os.path.abspath(__file__), "--server", server, "--certdir", certdir]
+    # A TLS handshake, not C.wait_port: a bare connect+close makes some servers log errors.
+    return C.start_server(
+        argv, cpu, server, timeout, lambda port: tls_probe(port, certdir, timeout)
     )
-    try:
-        port = int(child.expect("READY", timeout).split()[0])
-        # A TLS handshake, not C.wait_port: a bare connect+close makes some servers log errors.
-        probe = tls_probe(port, certdir, timeout)
-    except BaseException:
-        child.stop()
-        raise
-    return child, port, probe
 
 
 if __name__ == "__main__":
