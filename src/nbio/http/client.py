@@ -34,6 +34,15 @@ otherwise HTTP/1.1 as above. ``http2_prior_knowledge=True`` speaks HTTP/2 to ``h
 origins directly (h2c). Responses look the same either way (``http_version`` is ``"2"``).
 A stream the server resets fails with :class:`nbio.errors.StreamReset`; requests the server
 did not process (GOAWAY, REFUSED_STREAM) are sent again on a new connection.
+
+Pooled connections' health: an HTTP/1.1 connection idle in the pool for ``keepalive_expiry``
+seconds (5 by default, as httpx) is closed by the engine's idle deadline and never reused; an
+HTTP/2 connection without open streams for that long is closed with GOAWAY. A pooled
+connection the server closes leaves the pool as soon as the close arrives. With
+``http2_ping_interval``, an HTTP/2 connection that receives nothing for that long is sent a
+PING, and if nothing arrives within ``http2_ping_timeout`` it fails with
+:class:`nbio.errors.ConnectionLost` (requests in flight on it too; new requests get a new
+connection), as grpc's keepalive_time / keepalive_timeout.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import json as _json
 import ssl as _ssl
+import time
 from typing import (
     Any,
     AsyncIterable,
@@ -130,6 +140,8 @@ class _ClientConn(EventQueue):
         self.buffered = 0
         self.paused = False
         self.used = 0
+        self.idle_since = 0.0  # time.monotonic() when it went into the pool
+        self.on_lost: Optional[Callable[[_ClientConn], None]] = None
 
     # -- engine side ----------------------------------------------------------------------
 
@@ -148,6 +160,8 @@ class _ClientConn(EventQueue):
         if self.error is None:
             self.error = ConnectionClosed(None, f"connection closed ({exc!r})" if exc
                                           else "connection closed by the server")
+            if self.on_lost is not None:
+                self.on_lost(self)
         self._wake()
 
     def _push(self, events: List[Any]) -> None:
@@ -364,6 +378,12 @@ class HttpClient(ClientVerbs):
     ``http2`` its ALPN protocols are set to ``h2``, ``http/1.1``); ``http2``: use HTTP/2 when
     the server picks it in ALPN (one shared connection per origin; needs ``keep_alive``);
     ``http2_prior_knowledge``: HTTP/2 without negotiation to ``http://`` origins (h2c);
+    ``keepalive_expiry``: seconds an idle pooled connection is kept (HTTP/1.1: idle in the
+    pool; HTTP/2: without open streams, then closed with GOAWAY); None keeps them until the
+    server closes them; ``http2_ping_interval``: seconds without anything received on an
+    HTTP/2 connection before a PING is sent (None: no keepalive pings),
+    ``http2_ping_timeout``: seconds after which, still with nothing received, the connection
+    fails with :class:`~nbio.errors.ConnectionLost`;
     ``engine`` (default: the loop's shared engine)."""
 
     def __init__(
@@ -382,8 +402,16 @@ class HttpClient(ClientVerbs):
         ssl: Optional[_ssl.SSLContext] = None,
         http2: bool = True,
         http2_prior_knowledge: bool = False,
+        keepalive_expiry: Optional[float] = 5.0,
+        http2_ping_interval: Optional[float] = None,
+        http2_ping_timeout: float = 20.0,
         engine: Any = None,
     ) -> None:
+        for name, value in (("keepalive_expiry", keepalive_expiry),
+                            ("http2_ping_interval", http2_ping_interval),
+                            ("http2_ping_timeout", http2_ping_timeout)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -401,6 +429,9 @@ class HttpClient(ClientVerbs):
         self.keep_alive = keep_alive
         self.http2 = http2 and keep_alive
         self.http2_prior_knowledge = http2_prior_knowledge
+        self.keepalive_expiry = keepalive_expiry
+        self.http2_ping_interval = http2_ping_interval
+        self.http2_ping_timeout = http2_ping_timeout
         self._engine = engine
         self._ssl = ssl
         self._ssl_alpn_set = False
@@ -442,10 +473,10 @@ class HttpClient(ClientVerbs):
     async def close(self) -> None:
         """Close every pooled connection."""
         self._closed = True
-        for links in self._idle.values():
-            for link in links:
-                link.close()
+        idle = [link for links in self._idle.values() for link in links]
         self._idle.clear()
+        for link in idle:
+            link.close()
         for link in list(self._busy):
             link.close()
         self._busy.clear()
@@ -612,7 +643,9 @@ class HttpClient(ClientVerbs):
             idle = self._idle.get(origin)
             while idle:
                 link = idle.pop()
-                if link.alive and link.h1.reusable and not link.events:
+                if link.alive and link.h1.reusable and not link.events and not self._expired(link):
+                    if self.keepalive_expiry is not None:
+                        link.conn.set_idle_timeout(None)
                     self._busy.add(link)
                     link.used += 1
                     return link, True
@@ -647,6 +680,7 @@ class HttpClient(ClientVerbs):
                 return self._new_h2(conn, origin)
             link = _ClientConn(origin, self.max_body_size)
             link.conn = conn
+            link.on_lost = self._h1_lost
             return link
 
         try:
@@ -674,7 +708,22 @@ class HttpClient(ClientVerbs):
 
     def _new_h2(self, conn: Any, origin: Origin) -> H2ClientConnection:
         return H2ClientConnection(conn, origin, max_body_size=self.max_body_size,
-                                  on_gone=self._h2_gone)
+                                  on_gone=self._h2_gone, idle_timeout=self.keepalive_expiry,
+                                  ping_interval=self.http2_ping_interval,
+                                  ping_timeout=self.http2_ping_timeout)
+
+    def _expired(self, link: _ClientConn) -> bool:
+        """Idle in the pool longer than ``keepalive_expiry`` (the engine's idle deadline
+        closes it on its timer tick; this catches one picked just before that tick)."""
+        expiry = self.keepalive_expiry
+        return expiry is not None and time.monotonic() - link.idle_since >= expiry
+
+    def _h1_lost(self, link: _ClientConn) -> None:
+        """An HTTP/1.1 connection closed (by the server, the idle deadline or an error): out
+        of the pool if it is idle there."""
+        idle = self._idle.get(link.origin)
+        if idle and link in idle:
+            idle.remove(link)
 
     def _h2_gone(self, h2c: H2ClientConnection) -> None:
         """An HTTP/2 connection takes no more requests: out of the pool, its slot free."""
@@ -729,6 +778,9 @@ class HttpClient(ClientVerbs):
             slots.release()
         if reusable and self.keep_alive and not self._closed and link.alive \
                 and link.h1.reusable:
+            link.idle_since = time.monotonic()
+            if self.keepalive_expiry is not None:
+                link.conn.set_idle_timeout(self.keepalive_expiry)
             self._idle.setdefault(link.origin, []).append(link)
         else:
             link.close()

@@ -24,6 +24,12 @@ request to its origin: each request is an :class:`H2Stream`.
   GOAWAY, see python-hyper/h2#1181: it is kept open for those streams, which is safe since
   this side opens no stream after a GOAWAY).
 * :meth:`H2ClientConnection.ping` measures a round trip (a liveness check).
+* Connection health (one ``loop.call_at`` timer per connection, re-armed lazily, no task):
+  with ``idle_timeout``, a connection without open streams for that long is closed with
+  GOAWAY (NO_ERROR); with ``ping_interval``, a PING goes out once that long passes without
+  a byte from the server, and if nothing (its ACK or any frame) arrives within
+  ``ping_timeout`` the connection fails with :class:`~nbio.errors.ConnectionLost`: streams
+  in flight fail with it, and the client opens a new connection for new requests.
 
 Events handed to the caller are the HTTP/1.1 client's (:class:`~nbio.http.h1.Response` with
 ``http_version`` ``b"2"``, :class:`~nbio.http.h1.Data`, :class:`~nbio.http.h1.EndOfMessage`
@@ -46,6 +52,7 @@ from h2.errors import ErrorCodes
 
 from nbio.errors import (
     ConnectionClosed,
+    ConnectionLost,
     DeadlineExceeded,
     HTTPMessageTooBig,
     HTTPProtocolError,
@@ -191,13 +198,23 @@ class H2ClientConnection:
     """An HTTP/2 connection to one origin over an engine connection ``conn`` (already
     open; the caller routes the engine's ``on_data``/``on_eof``/``on_close`` to
     :meth:`feed`/:meth:`eof`/:meth:`lost`). ``on_gone(self)`` is called once the connection
-    takes no more requests (GOAWAY, error, close)."""
+    takes no more requests (GOAWAY, error, close).
+
+    Health (seconds; None disables): ``idle_timeout`` closes the connection (GOAWAY NO_ERROR)
+    once it has had no open stream for that long; ``ping_interval`` sends a PING when that
+    long passes without anything received, and when ``ping_timeout`` more passes still
+    without anything received it fails the connection with
+    :class:`~nbio.errors.ConnectionLost`. Create it on the running event loop when either is
+    set."""
 
     def __init__(self, conn: Any, origin: Tuple[str, str, int], *,
                  max_body_size: Optional[int] = None,
                  stream_window: int = STREAM_WINDOW,
                  connection_window: int = CONNECTION_WINDOW,
-                 on_gone: Optional[Callable[[H2ClientConnection], None]] = None) -> None:
+                 on_gone: Optional[Callable[[H2ClientConnection], None]] = None,
+                 idle_timeout: Optional[float] = None,
+                 ping_interval: Optional[float] = None,
+                 ping_timeout: float = 20.0) -> None:
         self.conn = conn
         self.origin = origin
         self.max_body_size = max_body_size
@@ -213,6 +230,18 @@ class H2ClientConnection:
         self._conn_unacked = 0
         self._conn_window = connection_window
         self._pings: Dict[bytes, asyncio.Future[None]] = {}
+        self.idle_timeout = idle_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.keepalive_pings = 0  # PINGs sent for ping_interval
+        self._watch = idle_timeout is not None or ping_interval is not None
+        self._loop: Any = None
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._last_rx = self._idle_since = 0.0
+        if self._watch:
+            self._loop = asyncio.get_running_loop()
+            self._last_rx = self._idle_since = self._loop.time()
+        self._ping_due: Optional[float] = None  # the keepalive PING's reply is due by then
         h2c = _H2Connection(
             config=h2.config.H2Configuration(client_side=True, header_encoding=None))
         h2c.local_settings = h2.settings.Settings(client=True, initial_values={
@@ -225,6 +254,8 @@ class H2ClientConnection:
             h2c.increment_flow_control_window(connection_window - 65535)
         self.h2 = h2c
         self._flush()
+        if self._watch:
+            self._on_timer()
 
     def __repr__(self) -> str:
         scheme, host, port = self.origin
@@ -250,6 +281,9 @@ class H2ClientConnection:
         """Bytes from the server."""
         if self.error is not None:
             return
+        if self._watch:
+            self._last_rx = self._loop.time()
+            self._ping_due = None
         try:
             events = self.h2.receive_data(bytes(data))
         except h2.exceptions.ProtocolError as exc:
@@ -278,8 +312,12 @@ class H2ClientConnection:
 
     def close(self) -> None:
         """Send GOAWAY and close the connection; open streams fail."""
+        self._shutdown(ConnectionClosed(None, "the client closed the connection"))
+
+    def _shutdown(self, error: BaseException) -> None:
+        """GOAWAY (NO_ERROR), then close after flushing; open streams fail with ``error``."""
         if self.error is None:
-            self.error = ConnectionClosed(None, "the client closed the connection")
+            self.error = error
             try:
                 self.h2.close_connection()
             except h2.exceptions.ProtocolError:
@@ -368,12 +406,10 @@ class H2ClientConnection:
         """Send a PING and wait for its acknowledgement; returns the round trip in seconds."""
         self._check_usable()
         loop = asyncio.get_running_loop()
-        opaque = os.urandom(8)
         fut: asyncio.Future[None] = loop.create_future()
+        opaque = self._send_ping()
         self._pings[opaque] = fut
         start = loop.time()
-        self.h2.ping(opaque)
-        self._flush()
         try:
             await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
@@ -383,6 +419,63 @@ class H2ClientConnection:
         return loop.time() - start
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _send_ping(self) -> bytes:
+        """Send a PING with fresh opaque data (returned)."""
+        opaque = os.urandom(8)
+        self.h2.ping(opaque)
+        self._flush()
+        return opaque
+
+    def _on_timer(self) -> None:
+        """The health timer: close an idle connection, send a keepalive PING or give up on
+        one; then re-arm for the next thing due (reads only move timestamps: the timer finds
+        out when it fires)."""
+        self._timer = None
+        if self.error is not None or self.conn.closed:
+            return
+        now = self._loop.time()
+        due: Optional[float] = None
+        if self.idle_timeout is not None and not self.streams:
+            due = self._idle_since + self.idle_timeout
+            if now >= due:
+                self._shutdown(ConnectionClosed(
+                    None, f"idle for more than {self.idle_timeout} s: closed by the client"))
+                return
+        if self.ping_interval is not None:
+            if self._ping_due is not None:
+                if now >= self._ping_due:
+                    self._lost_peer()
+                    return
+                ping_due = self._ping_due
+            else:
+                ping_due = self._last_rx + self.ping_interval
+                if now >= ping_due:
+                    self._send_ping()
+                    self.keepalive_pings += 1
+                    ping_due = self._ping_due = now + self.ping_timeout
+            due = ping_due if due is None else min(due, ping_due)
+        if due is not None:
+            self._arm(due)
+
+    def _arm(self, when: float) -> None:
+        """Have the health timer fire at ``when`` at the latest."""
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _lost_peer(self) -> None:
+        """No reply to the keepalive PING: fail the connection now (no graceful close: the
+        peer is not reading)."""
+        self.error = ConnectionLost(
+            f"HTTP/2 connection to {self.origin[1]}:{self.origin[2]} lost: nothing received "
+            f"within {self.ping_timeout} s of a PING")
+        self._fail_all(self.error)
+        if not self.conn.closed:
+            self.conn.abort()
 
     def _check_usable(self) -> None:
         if self.error is not None and not isinstance(self.error, RequestNotProcessed):
@@ -441,6 +534,9 @@ class H2ClientConnection:
             self._wake_slot()
             if self.goaway is not None and not self.streams and not self.conn.closed:
                 self.conn.close()  # drained after GOAWAY
+            elif self.idle_timeout is not None and not self.streams:
+                self._idle_since = self._loop.time()
+                self._arm(self._idle_since + self.idle_timeout)
 
     def _wake_slot(self) -> None:
         free = self.max_streams - len(self.streams)
@@ -466,6 +562,9 @@ class H2ClientConnection:
 
     def _fail_all(self, exc: BaseException) -> None:
         self._retire()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for stream in list(self.streams.values()):
             stream._fail(exc)
         self.streams.clear()
