@@ -366,6 +366,29 @@ def start_tcp_server(name: str, cpu: int | None, timeout: float = 20.0) -> tuple
     return child, port
 
 
+async def until_stopped() -> None:
+    """In a server child: return on SIGTERM or SIGINT, or when stdin closes (the bench died)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def on_stdin() -> None:
+        try:
+            if os.read(0, 4096):
+                return
+        except OSError:
+            pass
+        loop.remove_reader(0)
+        stop.set()
+
+    if not os.isatty(0):
+        loop.add_reader(0, on_stdin)
+    await stop.wait()
+
+
 def ready(port: int) -> None:
     """What every server child prints once it listens: ``READY <port>``."""
     print(f"READY {port}", flush=True)

@@ -29,7 +29,6 @@ import asyncio
 import functools
 import os
 import resource
-import signal
 import ssl
 import sys
 from typing import Any, Callable, Coroutine, Dict
@@ -114,27 +113,21 @@ async def serve_wss(name: str, ctx: ssl.SSLContext) -> None:
         logging.getLogger("websockets.server").setLevel(logging.CRITICAL)
     server = await servers_ws.STARTERS[name](C.free_port())  # picows reports it
     C.ready(servers_ws.bound_port(server, name))
-    await _forever()
+    await C.until_stopped()
 
 
 # -- https -----------------------------------------------------------------------------------
 
 
 async def serve_nbio_https(asgi: bool, ctx: ssl.SSLContext) -> None:
-    from nbio.engine import Engine
-
-    engine = Engine(backend="native")
-    server = H.nbio_hello_server(asgi)
-    listener = engine.listen(server, "127.0.0.1", 0, ssl=ctx, backlog=BACKLOG)
-    C.ready(listener.address[1])
-    await _forever()
+    await _serve_nbio(H.nbio_hello_server(asgi), ctx)
 
 
 async def serve_raw_httptools_tls(ctx: ssl.SSLContext) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(H.HelloProtocol, "127.0.0.1", 0, ssl=ctx, backlog=BACKLOG)
     C.ready(server.sockets[0].getsockname()[1])
-    await _forever()
+    await C.until_stopped()
 
 
 def serve_uvicorn_https(certdir: str) -> None:
@@ -149,16 +142,11 @@ def serve_uvicorn_https(certdir: str) -> None:
 
 
 async def serve_nbio_tls(ctx: ssl.SSLContext) -> None:
-    from nbio.engine import Engine
-
     class Echo:
         def on_data(self, conn: Any, data: Any) -> None:
             conn.write(data)
 
-    engine = Engine(backend="native")
-    listener = engine.listen(Echo(), "127.0.0.1", 0, ssl=ctx, backlog=BACKLOG)
-    C.ready(listener.address[1])
-    await _forever()
+    await _serve_nbio(Echo(), ctx)
 
 
 async def serve_uvloop_tls(ctx: ssl.SSLContext) -> None:
@@ -167,30 +155,20 @@ async def serve_uvloop_tls(ctx: ssl.SSLContext) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(EchoProtocol, "127.0.0.1", 0, ssl=ctx, backlog=BACKLOG)
     C.ready(server.sockets[0].getsockname()[1])
-    await _forever()
+    await C.until_stopped()
 
 
 # -- process ---------------------------------------------------------------------------------
 
 
-async def _forever() -> None:
-    """Serve until SIGTERM or EOF on stdin (the bench died)."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+async def _serve_nbio(handler: Any, ctx: ssl.SSLContext) -> None:
+    """Listen with ``handler`` over TLS on a native engine until stopped."""
+    from nbio.engine import Engine
 
-    def on_stdin() -> None:
-        try:
-            if os.read(0, 4096):
-                return
-        except OSError:
-            pass
-        loop.remove_reader(0)
-        stop.set()
-
-    if not os.isatty(0):
-        loop.add_reader(0, on_stdin)
-    await stop.wait()
+    engine = Engine(backend="native")
+    listener = engine.listen(handler, "127.0.0.1", 0, ssl=ctx, backlog=BACKLOG)
+    C.ready(listener.address[1])
+    await C.until_stopped()
 
 
 def serve(server: str, certdir: str) -> None:

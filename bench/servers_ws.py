@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
@@ -39,18 +38,30 @@ def _listen_options(reuse_port: bool, backlog: Optional[int]) -> Dict[str, Any]:
     return options
 
 
-def _nbio_options(reuse_port: bool, backlog: Optional[int]) -> Dict[str, Any]:
-    """``nbio.ws.serve`` keywords: with listen options, an engine of its own (native backend)
-    that listens with them; else the default engine."""
-    if not reuse_port and backlog is None:
-        return {}
-    from nbio.engine import Engine
+async def _nbio_serve(
+    handler: Any, port: int, reuse_port: bool, backlog: Optional[int], max_size: int
+) -> Any:
+    """``nbio.ws.serve`` with the options every nbio server here uses; with listen options,
+    on an engine of its own (native backend) that listens with them, else the default one."""
+    from nbio.ws import serve
 
-    engine_options: Dict[str, Any] = {"backend": "native", "reuse_port": reuse_port}
-    if backlog is not None:
-        engine_options["backlog"] = backlog
-    engine = Engine(**engine_options)
-    return {"engine": engine, "reuse_port": reuse_port}
+    options: Dict[str, Any] = {}
+    if reuse_port or backlog is not None:
+        from nbio.engine import Engine
+
+        engine_options: Dict[str, Any] = {"backend": "native", "reuse_port": reuse_port}
+        if backlog is not None:
+            engine_options["backlog"] = backlog
+        options = {"engine": Engine(**engine_options), "reuse_port": reuse_port}
+    return await serve(
+        handler,
+        "127.0.0.1",
+        port,
+        compression=None,
+        ping_interval=None,
+        max_size=max_size,
+        **options,
+    )
 
 
 async def _echo(ws: Any) -> None:
@@ -62,37 +73,17 @@ async def _echo(ws: Any) -> None:
 async def nbio_callback(
     port: int, *, reuse_port: bool = False, backlog: Optional[int] = None, max_size: int = MAX_SIZE
 ) -> Any:
-    from nbio.ws import serve
-
     class Echo:
         def on_message(self, ws: Any, data: Any, is_text: bool) -> None:
             ws.send(data)
 
-    return await serve(
-        Echo(),
-        "127.0.0.1",
-        port,
-        compression=None,
-        ping_interval=None,
-        max_size=max_size,
-        **_nbio_options(reuse_port, backlog),
-    )
+    return await _nbio_serve(Echo(), port, reuse_port, backlog, max_size)
 
 
 async def nbio_async(
     port: int, *, reuse_port: bool = False, backlog: Optional[int] = None, max_size: int = MAX_SIZE
 ) -> Any:
-    from nbio.ws import serve
-
-    return await serve(
-        _echo,
-        "127.0.0.1",
-        port,
-        compression=None,
-        ping_interval=None,
-        max_size=max_size,
-        **_nbio_options(reuse_port, backlog),
-    )
+    return await _nbio_serve(_echo, port, reuse_port, backlog, max_size)
 
 
 async def picows_server(
@@ -184,9 +175,7 @@ async def main(name: str, port: int) -> None:
     # aiohttp and picows need a concrete port to report
     server = await STARTERS[name](port or C.free_port())
     C.ready(bound_port(server, name))
-    stop = asyncio.get_running_loop().create_future()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set_result, None)
-    await stop
+    await C.until_stopped()
 
 
 if __name__ == "__main__":
