@@ -85,6 +85,19 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
+def _cpu_ticks(cpus: Iterable[int]) -> list[int]:
+    """``/proc/stat`` ticks of the given CPUs, summed: user nice system idle iowait irq softirq
+    steal."""
+    wanted = {f"cpu{c}" for c in cpus}
+    total = [0] * 8
+    with open("/proc/stat") as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] in wanted:
+                total = [t + int(v) for t, v in zip(total, parts[1:9])]
+    return total
+
+
 def cpus_busy(cpus: Iterable[int]) -> float:
     """Seconds the given CPUs spent busy, from ``/proc/stat``: everything but idle and iowait.
 
@@ -92,16 +105,13 @@ def cpus_busy(cpus: Iterable[int]) -> float:
     and steal. Compared with the CPU time of the bench's own processes on those CPUs, this shows
     how much other load (other processes, the hypervisor) disturbed a measurement.
     """
-    wanted = {f"cpu{c}" for c in cpus}
-    busy = 0
-    with open("/proc/stat") as f:
-        for line in f:
-            parts = line.split()
-            if parts and parts[0] in wanted:
-                # user nice system idle iowait irq softirq steal [guest guest_nice]
-                vals = [int(v) for v in parts[1:9]]
-                busy += sum(vals) - vals[3] - vals[4]
-    return busy / CLK_TCK
+    vals = _cpu_ticks(cpus)
+    return (sum(vals) - vals[3] - vals[4]) / CLK_TCK
+
+
+def cpus_steal(cpus: Iterable[int]) -> float:
+    """Seconds the hypervisor ran something else on the given CPUs (``/proc/stat`` steal)."""
+    return _cpu_ticks(cpus)[7] / CLK_TCK
 
 
 def rss_bytes(pid: int) -> int:

@@ -31,7 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C
-from http_hello import BODY, hello_asgi
+from servers_http import BODY, hello_asgi
 
 BENCH = "h2_hello"
 SERVERS = ("nbio-h2", "nbio-h2-asgi", "hypercorn")

@@ -32,23 +32,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C
+from servers_http import BODY, hello_asgi
 
 BENCH = "h3_hello"
 SERVERS = ("nbio-h3", "nbio-h3-asgi", "aioquic")
-BODY = b"Hello, World!"
 
 
 # --------------------------------------------------------------------------------------------
 # Servers (``h3_hello.py --serve NAME CERT KEY``)
 # --------------------------------------------------------------------------------------------
-
-
-async def hello_asgi(scope, receive, send):  # type: ignore[no-untyped-def]
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": BODY})
 
 
 async def serve_nbio(asgi: bool, cert: str, key: str) -> None:

@@ -34,7 +34,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C
 import servers_http as H
-from servers_http import BODY, hello_asgi  # noqa: F401  (h2_hello imports them from here)
 
 BENCH = "http_hello"
 SERVERS = ("nbio-native", "nbio-asgi", "uvicorn", "raw-httptools")

@@ -215,18 +215,6 @@ def _cpu(pids: List[int]) -> Tuple[float, float]:
     return user, system
 
 
-def _steal_s(cpus: List[int]) -> float:
-    """Seconds the hypervisor ran something else on the given CPUs (``/proc/stat`` steal)."""
-    wanted = {f"cpu{c}" for c in cpus}
-    total = 0
-    with open("/proc/stat") as f:
-        for line in f:
-            parts = line.split()
-            if parts and parts[0] in wanted:
-                total += int(parts[8])
-    return total / C.CLK_TCK
-
-
 def _softnet_drops() -> int:
     """Packets the kernel dropped because a CPU's receive backlog was full
     (``/proc/net/softnet_stat`` column 2; loopback traffic goes through that backlog)."""
@@ -394,7 +382,7 @@ def run_server(name: str, conns: int, args: argparse.Namespace) -> Dict[str, Any
         cpus = sorted(os.sched_getaffinity(0))
         a_cpu = _cpu(wpids)
         a_busy = C.cpus_busy(cpus)
-        a_steal = _steal_s(cpus)
+        a_steal = C.cpus_steal(cpus)
         a_drops = _softnet_drops()
         a_t = time.monotonic()
         for c in clients:
@@ -403,7 +391,7 @@ def run_server(name: str, conns: int, args: argparse.Namespace) -> Dict[str, Any
         time.sleep(args.seconds)
         b_cpu = _cpu(wpids)
         b_busy = C.cpus_busy(cpus)
-        b_steal = _steal_s(cpus)
+        b_steal = C.cpus_steal(cpus)
         b_drops = _softnet_drops()
         b_t = time.monotonic()
         for c in clients:

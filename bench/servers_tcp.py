@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Awaitable, Callable
+
+import _common as C
 
 SERVERS = ("nbio-native", "nbio-portable", "uvloop-protocol", "asyncio-protocol")
 BACKLOG = 4096
@@ -83,31 +83,14 @@ async def serve_nbio(
 
 
 async def main(name: str, host: str, port: int) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-    def on_stdin() -> None:
-        try:
-            if not os.read(0, 4096):
-                loop.remove_reader(0)
-                stop.set()
-        except OSError:
-            loop.remove_reader(0)
-            stop.set()
-
-    if not os.isatty(0):
-        loop.add_reader(0, on_stdin)
-
     if name == "nbio-native":
         bound, close = await serve_nbio("native", host, port)
     elif name == "nbio-portable":
         bound, close = await serve_nbio("asyncio", host, port)
     else:
         bound, close = await serve_protocol(host, port)
-    print(f"READY {bound}", flush=True)
-    await stop.wait()
+    C.ready(bound)
+    await C.until_stopped()
     await close()
 
 
