@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
@@ -69,7 +69,7 @@ class Server:
 
     async def __aenter__(self) -> str:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return "http://127.0.0.1:%d" % self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     async def __aexit__(self, *exc: Any) -> None:
         assert self._server is not None
@@ -166,4 +166,5 @@ async def test_connection_closed_by_server_leaves_pool(backend: str) -> None:
 @pytest.mark.parametrize("value", [0, -1.0])
 def test_non_positive_durations_are_refused(backend: str, option: str, value: float) -> None:
     with pytest.raises(ValueError, match=option):
-        HttpClient(**{option: value})
+        kw: Dict[str, Any] = {option: value}
+        HttpClient(**kw)

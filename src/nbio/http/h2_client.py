@@ -282,8 +282,10 @@ class H2ClientConnection:
         if self.error is not None:
             return
         if self._watch:
-            self._last_rx = self._loop.time()
-            self._ping_due = None
+            self._last_rx = now = self._loop.time()
+            if self._ping_due is not None:  # the keepalive PING is answered: next one due
+                self._ping_due = None
+                self._arm(now + self.ping_interval)
         try:
             events = self.h2.receive_data(bytes(data))
         except h2.exceptions.ProtocolError as exc:
