@@ -23,7 +23,14 @@ Limits: ``max_concurrent_streams`` (SETTINGS), the header list size (the server'
 cancels its handler. Abuse: more than ``h2_max_resets`` streams reset by the client within a
 second (rapid reset, CVE-2023-44487) and floods of CONTINUATION frames (h2 caps them at 64 per
 header block) close that connection with GOAWAY. Graceful shutdown
-(:meth:`HttpServer.drain`) sends GOAWAY and lets the streams in progress finish.
+(:meth:`HttpServer.drain`, RFC 9113 section 6.8) sends GOAWAY with the largest stream id
+and a PING; after the PING's answer (one round trip: requests the client sent meanwhile are
+taken) or at most ``DRAIN_PING_TIMEOUT`` seconds, a second GOAWAY gives the last stream
+actually taken; those streams finish, then the connection closes. Every close after a GOAWAY
+(drain, the client's GOAWAY, a connection error) is a lingering close
+(:class:`~nbio.http._linger.Lingering`): the socket is half-closed and the client's late
+frames are read and discarded for a while, so that closing does not reset the connection and
+make the client lose the last responses and the GOAWAY.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import base64
 import logging
 import os
 import re
+import struct
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 import h2.config
@@ -44,10 +52,11 @@ import h2.settings
 
 from nbio.engine import Handler, TLSConn
 from nbio.errors import ConnectionClosed
+from nbio.http._linger import Lingering
 from nbio.http._server import HttpRequest, Response
 from nbio.http.h1 import Request, date_header
 
-__all__ = ["PREFACE", "H2Handler", "H2Session", "H2cUpgrader"]
+__all__ = ["DRAIN_PING_TIMEOUT", "PREFACE", "H2Handler", "H2Session", "H2cUpgrader"]
 
 logger = logging.getLogger("nbio.http.h2")
 
@@ -61,6 +70,10 @@ _HOP_BY_HOP = frozenset(
 _STREAM_HIGH_WATER = 65536     # received body bytes held per stream before the window stops
 _WRITE_HIGH_WATER = 65536      # bytes queued on the connection before streamed bodies wait
 _FILE_CHUNK = 65536
+_MAX_STREAM_ID = 2**31 - 1
+_DRAIN_PING = b"nbio-end"      # opaque data of the PING that times the graceful shutdown
+#: Longest wait (seconds) for the answer to the graceful shutdown's PING before the final GOAWAY.
+DRAIN_PING_TIMEOUT = 1.0
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _DISCONNECT = {"type": "http.disconnect"}
 _NO_BODY_STATUS = (204, 304)
@@ -208,6 +221,12 @@ class H2Session:
 
     rx = None           # HttpServer bookkeeping shared with the HTTP/1.1 sessions
     head_since = 0.0
+    # shutdown state (class defaults: set on the few connections that get that far)
+    notice_sent = False     # graceful shutdown's first GOAWAY (2^31-1) and PING sent
+    goaway_sent = False     # a GOAWAY with the real last stream id sent (ours or h2's)
+    lingering = False       # closing: the socket belongs to ``linger`` now
+    drain_timer: Optional[asyncio.TimerHandle] = None
+    linger: Optional[Lingering] = None   # the handler of the lingering close (set by adopt)
 
     def __init__(self, server: Any, conn: Any) -> None:
         self.server = server
@@ -274,9 +293,8 @@ class H2Session:
             events: List[Any] = self.h2.receive_data(bytes(data))
         except h2.exceptions.ProtocolError as exc:
             logger.debug("nbio.http2: protocol error from %r: %s", self.conn, exc)
-            self._flush()   # h2 queued the GOAWAY
-            if self.conn is not None:
-                self.conn.close()
+            self.goaway_sent = True  # h2 queued the GOAWAY
+            self._close_lingering()
             return
         for ev in events:
             t = type(ev)
@@ -294,9 +312,12 @@ class H2Session:
                 self._on_end(ev.stream_id, tuple(ev.headers), trailers_only=True)
             elif t is h2.events.ConnectionTerminated:
                 self.going_away = True
-                if not self.streams and self.conn is not None:
-                    self.conn.close()
-            if self.conn is None:
+                if not self.streams:
+                    self._close_lingering()
+            elif t is h2.events.PingAckReceived:
+                if ev.ping_data == _DRAIN_PING:
+                    self._final_goaway()  # one round trip after the first GOAWAY
+            if self.conn is None or self.lingering:
                 return
         self._flush()
 
@@ -377,10 +398,8 @@ class H2Session:
                 logger.info("nbio.http2: rapid reset from %r: closing", self.conn)
                 self.h2.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM,
                                          last_stream_id=self.last_stream)
-                self._flush()
-                conn = self.conn
-                if conn is not None:
-                    conn.close()
+                self.goaway_sent = True
+                self._close_lingering()
 
     def _drop(self, stream: _Stream, exc: BaseException) -> None:
         """Forget a stream (reset or connection gone): fail its request, cancel its task."""
@@ -680,11 +699,10 @@ class H2Session:
         self._idle_check()
 
     def _idle_check(self) -> None:
-        if self.streams or self.conn is None:
+        if self.streams or self.conn is None or self.lingering:
             return
         if self.going_away:
-            self._flush()
-            self.conn.close()
+            self._close_lingering()
             return
         self.conn.set_idle_timeout(self.server.keep_alive_timeout or None)
 
@@ -693,7 +711,7 @@ class H2Session:
     def _flush(self) -> None:
         self.flush_pending = False
         data = self.h2.data_to_send()
-        if data and self.conn is not None:
+        if data and self.conn is not None and not self.lingering:
             try:
                 self.conn.write(data)
             except ConnectionClosed:
@@ -707,25 +725,83 @@ class H2Session:
     # -- shutdown -------------------------------------------------------------------------------
 
     def goaway(self) -> None:
-        """Graceful shutdown: GOAWAY (NO_ERROR) with the last stream taken, then close once the
-        streams in progress are answered."""
-        if self.going_away or self.conn is None:
+        """Graceful shutdown (RFC 9113 section 6.8): GOAWAY (NO_ERROR) with the largest stream
+        id and a PING; on its answer (or after ``DRAIN_PING_TIMEOUT`` s) a second GOAWAY
+        with the last stream taken; those streams finish, then the connection closes."""
+        if self.notice_sent or self.going_away or self.conn is None or self.lingering:
+            return
+        self.notice_sent = True
+        self._write_goaway(_MAX_STREAM_ID, h2.errors.ErrorCodes.NO_ERROR)
+        try:
+            self.h2.ping(_DRAIN_PING)
+        except h2.exceptions.ProtocolError:
+            self._final_goaway()
+            return
+        self._flush()
+        self.drain_timer = self.loop.call_later(DRAIN_PING_TIMEOUT, self._final_goaway)
+
+    def _final_goaway(self) -> None:
+        """The second GOAWAY of a graceful shutdown: no stream after ``last_stream`` is taken."""
+        self._stop_drain_timer()
+        if self.going_away or self.conn is None or self.lingering:
             return
         self.going_away = True
-        self.h2.close_connection(h2.errors.ErrorCodes.NO_ERROR, last_stream_id=self.last_stream)
-        self._flush()
+        self.goaway_sent = True
+        self._write_goaway(self.last_stream, h2.errors.ErrorCodes.NO_ERROR)
         self._idle_check()
 
-    def closed(self, exc: Optional[BaseException]) -> None:
-        """The connection closed: every stream is dropped."""
-        self.server._forget(self)
-        self.conn = None
-        err = ConnectionClosed(None, "connection closed")
+    def _stop_drain_timer(self) -> None:
+        timer = self.drain_timer
+        if timer is not None:
+            self.drain_timer = None
+            timer.cancel()
+
+    def _write_goaway(self, last_stream: int, code: int) -> None:
+        """Write a GOAWAY frame after what h2 has queued. Written past h2's state machine,
+        which after a GOAWAY would refuse to send the responses still due."""
+        self._flush()
+        conn = self.conn
+        if conn is not None:
+            # 9-byte frame header (length 8, type 7 GOAWAY, no flags, stream 0) + payload
+            frame = struct.pack(">HBBBIII", 0, 8, 7, 0, 0, last_stream, code)
+            try:
+                conn.write(frame)
+            except ConnectionClosed:
+                pass
+
+    def _close_lingering(self) -> None:
+        """Close after a GOAWAY (ours is sent now if none was): the streams still open are
+        dropped and the socket closes with a lingering close."""
+        conn = self.conn
+        if conn is None or self.lingering:
+            return
+        self.going_away = True
+        if not self.goaway_sent:
+            self.goaway_sent = True
+            self._write_goaway(self.last_stream, h2.errors.ErrorCodes.NO_ERROR)
+        else:
+            self._flush()
+        self.lingering = True
+        self._stop_drain_timer()
+        self._drop_all(ConnectionClosed(None, "connection closed"))
+        if self.linger is not None:
+            self.linger.start(conn)
+        else:
+            conn.close()
+
+    def _drop_all(self, err: BaseException) -> None:
         streams = list(self.streams.values())
         self.streams.clear()
         self.blocked.clear()
         for stream in streams:
             self._drop(stream, err)
+
+    def closed(self, exc: Optional[BaseException]) -> None:
+        """The connection closed: every stream is dropped."""
+        self.server._forget(self)
+        self.conn = None
+        self._stop_drain_timer()
+        self._drop_all(ConnectionClosed(None, "connection closed"))
 
     # -- ASGI -----------------------------------------------------------------------------------
 
@@ -884,6 +960,7 @@ class H2Handler(Handler):
 
     def __init__(self, server: Any) -> None:
         self.server = server
+        self.lingering = Lingering(self)
 
     def on_data(self, conn: Any, data: Any) -> None:
         conn.session.feed(data)
@@ -904,6 +981,7 @@ class H2Handler(Handler):
         if old is not None and old is not conn and hasattr(old, "h1"):
             server._forget(old)
         session = H2Session(server, conn)
+        session.linger = self.lingering
         conn.session = session
         server.sessions.add(session)
         conn.set_handler(self)

@@ -1,0 +1,359 @@
+"""HTTP/2 server: graceful shutdown with two GOAWAY frames and a PING (RFC 9113 section 6.8),
+and the lingering close after every GOAWAY (sections 5.4.1 and 6.8: the GOAWAY and the last
+responses must reach a client that is still sending, not be lost to a TCP reset).
+
+The client is the independent ``h2`` package over a plain socket (its state machine is kept
+open after a GOAWAY, which h2 would otherwise treat as the end of everything), or curl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any, List, Tuple
+
+import h2.connection
+import h2.errors
+import h2.events
+import h2.settings
+import pytest
+from _h2_server_support import BACKENDS, H2Client, curl, h2_serving
+from h2.connection import ConnectionInputs, ConnectionState
+
+from nbio.http import h2_server
+from nbio.http.server import HttpRequest, Response
+
+pytestmark = pytest.mark.parametrize("backend", BACKENDS)
+
+MAX_ID = 2**31 - 1
+NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
+
+
+class _OpenAfterGoaway(h2.connection.H2ConnectionStateMachine):
+    """h2's state machine, except that a GOAWAY received leaves the connection open: the
+    streams at or below its last stream id are still answered (RFC 9113 section 6.8)."""
+
+    def process_input(self, input_: ConnectionInputs) -> List[Any]:
+        if input_ is ConnectionInputs.RECV_GOAWAY:
+            return []
+        return super().process_input(input_)
+
+
+class Client(H2Client):
+    """H2Client that survives GOAWAY, can hold back its answers (PING ACK) and tells a
+    reset (ECONNRESET) from a clean end of stream."""
+
+    hold = False        # keep h2's output (e.g. PING ACK) instead of sending it
+    held = b""
+    reset = False       # the connection ended with ECONNRESET
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        sm = _OpenAfterGoaway()
+        sm.state = ConnectionState.CLIENT_OPEN
+        self.h2.state_machine = sm
+
+    @classmethod
+    async def open(cls, addr: Any) -> Client:
+        r, w = await asyncio.open_connection(*addr)
+        return cls(r, w)
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if self.hold:
+            self.held += data
+        elif data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def pump(self, timeout: float = 10) -> List[Any]:
+        try:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+        except ConnectionResetError:
+            self.reset = True
+            data = b""
+        if not data:
+            self.closed = True
+            return []
+        evs = self.h2.receive_data(data)
+        self.flush()
+        self.events += evs
+        return evs
+
+    async def goaway(self) -> Any:
+        ev = await self.until(h2.events.ConnectionTerminated)
+        assert ev is not None, "no GOAWAY"
+        return ev
+
+    async def until_eof(self) -> None:
+        while await self.pump():
+            pass
+
+
+def held_app() -> Tuple[Any, asyncio.Event, List[int]]:
+    """A handler that answers only once ``release`` is set; ``started`` lists its streams."""
+    release = asyncio.Event()
+    started: List[int] = []
+
+    async def app(req: HttpRequest) -> Response:
+        started.append(1)
+        await release.wait()
+        return Response(b"finished " + req.path)
+
+    return app, release, started
+
+
+async def until(cond: Any, timeout: float = 5.0) -> None:
+    """Wait (yielding to the loop) until ``cond()`` holds."""
+    async def poll() -> None:
+        while not cond():
+            await asyncio.sleep(0.005)
+    await asyncio.wait_for(poll(), timeout)
+
+
+# -- 6.8 GOAWAY: graceful shutdown ---------------------------------------------------------
+
+
+async def test_drain_two_goaways_in_flight_streams_complete_then_eof(backend: str) -> None:
+    app, release, started = held_app()
+    async with h2_serving(app, backend) as (server, addr):
+        c = await Client.open(addr)
+        s1 = c.request("/one")
+        await until(lambda: len(started) == 1)
+        server.close()
+        drained = asyncio.ensure_future(server.drain(5))
+        c.hold = True  # the PING ACK waits: a request the client sent meanwhile goes first
+        first = await c.goaway()
+        assert (first.error_code, first.last_stream_id) == (NO_ERROR, MAX_ID)
+        await c.until(h2.events.PingReceived)
+        c.hold = False
+        ack, c.held = c.held, b""
+        s3 = c.request("/three")  # sent before the client "saw" the GOAWAY
+        c.writer.write(ack)
+        second = await c.goaway()
+        assert (second.error_code, second.last_stream_id) == (NO_ERROR, s3)
+        await until(lambda: len(started) == 2)  # the stream taken in that round trip runs
+        release.set()
+        assert (await c.response(s1))[1] == b"finished /one"
+        assert (await c.response(s3))[1] == b"finished /three"
+        await c.until_eof()
+        assert c.closed and not c.reset
+        await c.close()  # the server, lingering, closes as soon as the client does
+        assert await drained is True
+
+
+async def test_drain_streams_after_the_final_goaway_are_refused(backend: str) -> None:
+    app, release, started = held_app()
+    async with h2_serving(app, backend) as (server, addr):
+        c = await Client.open(addr)
+        s1 = c.request("/one")
+        await until(lambda: len(started) == 1)
+        server.close()
+        drained = asyncio.ensure_future(server.drain(5))
+        assert (await c.goaway()).last_stream_id == MAX_ID
+        assert (await c.goaway()).last_stream_id == s1
+        s3 = c.request("/late")
+        ev = await c.until(h2.events.StreamReset)
+        assert ev.stream_id == s3 and ev.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+        release.set()
+        assert (await c.response(s1))[1] == b"finished /one"
+        await c.until_eof()
+        assert not c.reset and len(started) == 1
+        await c.close()  # the server, lingering, closes as soon as the client does
+        assert await drained is True
+
+
+async def test_drain_unanswered_ping_final_goaway_after_bound(
+        backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(h2_server, "DRAIN_PING_TIMEOUT", 0.05)
+    app, release, started = held_app()
+    async with h2_serving(app, backend) as (server, addr):
+        c = await Client.open(addr)
+        s1 = c.request("/one")
+        await until(lambda: len(started) == 1)
+        c.hold = True  # never answers the PING
+        server.close()
+        drained = asyncio.ensure_future(server.drain(5))
+        assert (await c.goaway()).last_stream_id == MAX_ID
+        assert (await c.goaway()).last_stream_id == s1
+        c.hold = False
+        c.held = b""
+        release.set()
+        assert (await c.response(s1))[1] == b"finished /one"
+        await c.until_eof()
+        assert not c.reset
+        await c.close()  # the server, lingering, closes as soon as the client does
+        assert await drained is True
+
+
+async def test_drain_idle_connection(backend: str) -> None:
+    async with h2_serving(held_app()[0], backend) as (server, addr):
+        c = await Client.open(addr)
+        await c.until(h2.events.RemoteSettingsChanged)
+        server.close()
+        drained = asyncio.ensure_future(server.drain(5))
+        assert (await c.goaway()).last_stream_id == MAX_ID
+        assert (await c.goaway()).last_stream_id == 0
+        await c.until_eof()
+        assert not c.reset
+        await c.close()  # the server, lingering, closes as soon as the client does
+        assert await drained is True
+
+
+async def test_drain_with_curl_completes_the_response(backend: str) -> None:
+    app, release, started = held_app()
+    async with h2_serving(app, backend) as (server, addr):
+        url = f"http://{addr[0]}:{addr[1]}/curl"
+        fetch = asyncio.ensure_future(curl("--http2-prior-knowledge", url))
+        await until(lambda: len(started) == 1)
+        server.close()
+        drained = asyncio.ensure_future(server.drain(5))
+        await until(lambda: all(s.going_away for s in server.sessions))  # both GOAWAYs sent
+        release.set()
+        assert await fetch == b"finished /curl"
+        assert await drained is True
+
+
+# -- 5.4.1 connection error handling: GOAWAY, then a lingering close ------------------------
+
+# PING on stream 1 (PING must be on stream 0): a connection error PROTOCOL_ERROR
+_BAD_FRAME = struct.pack(">HBBBI", 0, 8, 6, 0, 1) + b"\0" * 8
+
+
+def _data_frame(sid: int, size: int) -> bytes:
+    return struct.pack(">HBBBI", size >> 8, size & 0xFF, 0, 0, sid) + b"x" * size
+
+
+async def _open_upload(addr: Any) -> Tuple[Client, int]:
+    c = await Client.open(addr)
+    await c.until(h2.events.RemoteSettingsChanged)
+    return c, c.request("/upload", method="POST", end=False)
+
+
+async def test_client_sending_after_error_goaway_still_reads_it(backend: str) -> None:
+    async with h2_serving(held_app()[0], backend) as (server, addr):
+        c, sid = await _open_upload(addr)
+        # the bad frame, then more DATA right behind it: unread when the server gives up
+        c.writer.write(_BAD_FRAME + _data_frame(sid, 16384) * 64)
+        ev = await c.goaway()
+        assert ev.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        assert not c.reset
+        # the client goes on sending (it has not acted on the GOAWAY yet): the server reads
+        # and discards, and closes within the bound (here: the byte limit)
+        chunk = _data_frame(sid, 16384)
+
+        async def keep_sending() -> None:
+            try:
+                while True:
+                    c.writer.write(chunk)
+                    await c.writer.drain()
+                    await asyncio.sleep(0)
+            except OSError:
+                pass  # closed by the server
+
+        sender = asyncio.ensure_future(keep_sending())
+        await asyncio.wait_for(server.drain(), 3)  # the connection is gone
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        await c.close()
+
+
+async def test_queued_response_and_goaway_not_lost_to_a_reset(backend: str) -> None:
+    # The client is busy sending and has not read a large response yet when its bad frame
+    # arrives: a plain close (unread bytes -> RST) would discard what the server's kernel had
+    # not delivered yet, the end of the response and the GOAWAY.
+    size = 3 * 1024 * 1024
+    served = asyncio.Event()
+
+    def big(req: HttpRequest) -> Response:
+        served.set()
+        return Response(b"b" * size)
+
+    async with h2_serving(big, backend) as (_server, addr):
+        r, w = await asyncio.open_connection(*addr)
+        c = Client(r, w)
+        c.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        c.h2.increment_flow_control_window(2**30)
+        c.flush()
+        await c.until(h2.events.RemoteSettingsChanged)
+        up = c.request("/upload", method="POST", end=False)
+        sid = c.request("/big")
+        await asyncio.wait_for(served.wait(), 5)
+        c.writer.write(_BAD_FRAME)
+        body = b""
+        goaway = None
+        more = _data_frame(up, 16384) * 3  # sent once the server has stopped reading
+        while not c.closed:
+            evs = await c.pump()
+            if more:
+                c.writer.write(more)
+                more = b""
+            for ev in evs:
+                if isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
+                    body += ev.data
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    goaway = ev
+        assert len(body) == size
+        assert goaway is not None and goaway.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        assert not c.reset
+        await c.close()
+
+
+async def test_lingering_close_is_bounded_for_a_client_that_never_closes(backend: str) -> None:
+    async with h2_serving(held_app()[0], backend) as (server, addr):
+        server._h2_parts()[0].lingering.timeout = 0.2
+        c, _sid = await _open_upload(addr)
+        c.writer.write(_BAD_FRAME)
+        assert (await c.goaway()).error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        await c.until_eof()  # the server half-closed: FIN after the GOAWAY
+        assert not c.reset
+        # the client keeps its side open and silent: the server closes anyway
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.wait_for(server.drain(), 3)
+        assert loop.time() - t0 < 1.5
+        await c.close()
+
+
+async def test_lingering_bound_not_pushed_back_by_reads(backend: str) -> None:
+    async with h2_serving(held_app()[0], backend) as (server, addr):
+        lingering = server._h2_parts()[0].lingering
+        lingering.timeout = 0.2
+        lingering.max_bytes = 1 << 40
+        c, sid = await _open_upload(addr)
+        c.writer.write(_BAD_FRAME)
+        assert (await c.goaway()).error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        chunk = _data_frame(sid, 100)
+
+        async def trickle() -> None:
+            try:
+                while True:
+                    c.writer.write(chunk)
+                    await c.writer.drain()
+                    await asyncio.sleep(0.01)
+            except OSError:
+                pass
+
+        sender = asyncio.ensure_future(trickle())
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.wait_for(server.drain(), 3)
+        assert loop.time() - t0 < 1.5
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        await c.close()
+
+
+# -- 6.8: a GOAWAY from the client -----------------------------------------------------------
+
+
+async def test_client_goaway_answered_with_goaway_then_lingering_close(backend: str) -> None:
+    async with h2_serving(held_app()[0], backend) as (server, addr):
+        c = await Client.open(addr)
+        await c.until(h2.events.RemoteSettingsChanged)
+        c.writer.write(struct.pack(">HBBBIII", 0, 8, 7, 0, 0, 0, 0))  # GOAWAY(0, NO_ERROR)
+        ev = await c.goaway()
+        assert (ev.error_code, ev.last_stream_id) == (NO_ERROR, 0)
+        await c.until_eof()
+        assert not c.reset
+        await c.close()
+        await asyncio.wait_for(server.drain(), 3)
