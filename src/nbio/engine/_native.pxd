@@ -26,6 +26,7 @@ cdef class Conn(ConnBase):
     cpdef write(self, object data)
     cdef _write_raw(self, const char *p, Py_ssize_t n)
     cdef Py_ssize_t _send_iov(self, iovec *iov, int cnt) except -2
+    cdef int _write_iov(self, iovec *iov, int cnt) except -1
 
 
 cdef class NativeEngine:

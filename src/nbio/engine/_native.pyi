@@ -1,5 +1,8 @@
 from typing import Any
 
+# PyCapsule: C write entry point for Conn (used by nbio.ws._conn)
+write_capsule: object
+
 class NativeEngine:
     def __init__(self, loop: Any, **settings: Any) -> None: ...
     def hub_for(self, handler: Any) -> Any: ...

@@ -14,6 +14,7 @@ import socket as _socket
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyObject_GetBuffer, PyBuffer_Release
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.pycapsule cimport PyCapsule_New
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from libc.errno cimport errno, EAGAIN, EINTR, EINPROGRESS, ECONNABORTED, EMFILE, ENFILE, ENOBUFS, ENOMEM
 from libc.stdint cimport uint32_t, uint64_t
@@ -289,9 +290,7 @@ cdef class Conn(ConnBase):
         cdef list bufs = [c for c in chunks]
         cdef Py_buffer views[MAX_IOV]
         cdef iovec iov[MAX_IOV]
-        cdef int cnt = 0, i, err
-        cdef Py_ssize_t total = 0, sent, skip
-        cdef NativeEngine eng = <NativeEngine>self.hub.engine
+        cdef int cnt = 0, i
         if self.flags & (F_CLOSED | F_CLOSING):
             raise ConnectionClosed(None, "write on a closed connection")
         if self.wq is not None or len(bufs) > MAX_IOV or len(bufs) < 2:
@@ -302,25 +301,37 @@ cdef class Conn(ConnBase):
             PyObject_GetBuffer(c, &views[cnt], PyBUF_SIMPLE)
             iov[cnt].iov_base = views[cnt].buf
             iov[cnt].iov_len = views[cnt].len
-            total += views[cnt].len
             cnt += 1
         try:
-            if self.idle_ticks:
-                self.idle_dl = eng.tick + self.idle_ticks
-            sent = self._send_iov(iov, cnt)
-            if 0 <= sent < total:
-                skip = sent
-                for i in range(cnt):
-                    if skip >= <Py_ssize_t>iov[i].iov_len:
-                        skip -= iov[i].iov_len
-                        continue
-                    self._enqueue(<const char *>iov[i].iov_base + skip, iov[i].iov_len - skip)
-                    skip = 0
-                    if self.flags & F_CLOSED:
-                        break
+            self._write_iov(iov, cnt)
         finally:
             for i in range(cnt):
                 PyBuffer_Release(&views[i])
+
+    cdef int _write_iov(self, iovec *iov, int cnt) except -1:
+        """Send ``cnt`` buffers with one gathered write; queue what the kernel refused
+        (everything when a queue already exists). The caller checked the flags."""
+        cdef NativeEngine eng = <NativeEngine>self.hub.engine
+        cdef Py_ssize_t total = 0, sent, skip
+        cdef int i
+        for i in range(cnt):
+            total += iov[i].iov_len
+        if total == 0:
+            return 0
+        if self.idle_ticks:
+            self.idle_dl = eng.tick + self.idle_ticks
+        sent = 0 if self.wq is not None else self._send_iov(iov, cnt)
+        if 0 <= sent < total:
+            skip = sent
+            for i in range(cnt):
+                if skip >= <Py_ssize_t>iov[i].iov_len:
+                    skip -= iov[i].iov_len
+                    continue
+                self._enqueue(<const char *>iov[i].iov_base + skip, iov[i].iov_len - skip)
+                skip = 0
+                if self.flags & F_CLOSED:
+                    break
+        return 0
 
     def sendfile(self, file, Py_ssize_t offset=0, count=None):
         """Send ``count`` bytes of an open regular ``file`` from ``offset`` with the kernel's
@@ -585,6 +596,27 @@ cdef class Conn(ConnBase):
             eng._wake_drain(self, exc if exc is not None else ConnectionClosed(None, "connection closed"))
         self.hub.notify_close(self, exc)
         return 0
+
+
+cdef int _c_write(object conn, const char *a, Py_ssize_t an, const char *b,
+                  Py_ssize_t bn) except -1:
+    """C entry point for protocol modules that must not link against this Linux-only
+    module (see ``write_capsule``): ``conn.write(a[:an] + b[:bn])`` for a :class:`Conn`,
+    sent with one gathered write and no concatenation."""
+    cdef Conn c = <Conn>conn
+    cdef iovec iov[2]
+    if c.flags & (F_CLOSED | F_CLOSING):
+        raise ConnectionClosed(None, "write on a closed connection")
+    iov[0].iov_base = <void *>a
+    iov[0].iov_len = an
+    iov[1].iov_base = <void *>b
+    iov[1].iov_len = bn
+    return c._write_iov(iov, 2 if bn else 1)
+
+
+# ``int (*)(object conn, const char *a, Py_ssize_t an, const char *b, Py_ssize_t bn)
+# except -1``: write to a :class:`Conn` (checked by the caller) without a Python call.
+write_capsule = PyCapsule_New(<void *>_c_write, b"nbio.engine._native.write", NULL)
 
 
 cdef class UdpConn(ConnBase):
