@@ -17,10 +17,12 @@ data read clears it.
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
-from libc.stdint cimport uint8_t
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from libc.stdint cimport uint8_t, uint64_t
 
 from nbio.engine._conn cimport ConnBase
-from nbio.ws._protocol cimport Handler, WebSocketCore
+from nbio.ws._frames cimport nbio_ws_header
+from nbio.ws._protocol cimport F_CLIENT, Handler, WebSocketCore
 
 import logging
 
@@ -37,6 +39,24 @@ logger = logging.getLogger("nbio.ws")
 cdef extern from "Python.h":
     bint PyMemoryView_Check(object o)
     Py_buffer *PyMemoryView_GET_BUFFER(object o)
+    const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+
+# The native engine's C write (nbio.engine._native.write_capsule): writes a[:an] + b[:bn]
+# to one of its Conn objects with a gathered write and no Python call. The engine is
+# Linux-only, so it is looked up at import instead of cimported.
+ctypedef int (*write_fn)(object conn, const char *a, Py_ssize_t an, const char *b,
+                         Py_ssize_t bn) except -1
+
+cdef write_fn _native_write = NULL
+cdef type _NativeConn = None
+try:
+    from nbio.engine import _native
+except ImportError:      # not Linux: the portable backend only
+    pass
+else:
+    _NativeConn = _native.Conn
+    _native_write = <write_fn>PyCapsule_GetPointer(_native.write_capsule,
+                                                  b"nbio.engine._native.write")
 
 cdef enum:
     W_CLOSED = 1          # the TCP connection is gone (or being closed); user notified
@@ -44,6 +64,7 @@ cdef enum:
     W_PING_SENT = 4       # keepalive ping outstanding, read deadline armed
     W_CLOSE_WAIT = 8      # we sent Close and wait for the peer's (read deadline armed)
     W_NOTIFIED = 16       # on_close was delivered
+    W_NATIVE = 32         # _conn is the native engine's Conn: write through _native_write
 
 # Close codes reported to on_close when the closing handshake did not complete
 ABNORMAL = 1006
@@ -225,6 +246,8 @@ cdef class WebSocketConn(WebSocketCore):
         self._disp = dispatch
         self._conn = conn
         self._subprotocol = subprotocol
+        if _native_write != NULL and type(conn) is _NativeConn:
+            self._w |= W_NATIVE
 
     def __repr__(self):
         state = ("closed" if self._w & W_CLOSED else
@@ -234,19 +257,60 @@ cdef class WebSocketConn(WebSocketCore):
     # -- internals --------------------------------------------------------------------------
 
     cdef inline bint _flags_open(self):
-        return not (self._w & W_CLOSED) and self.state == 1
+        return not (self._w & W_CLOSED) and self.open_c()
 
     cdef int _write(self, bytes frame) except -1:
         """Write a frame; enforce the dispatch's max write buffer."""
+        if self._w & W_NATIVE:
+            _native_write(self._conn, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame),
+                          NULL, 0)
+        else:
+            self._conn.write(frame)
+        return self._check_buffer()
+
+    cdef inline int _check_buffer(self) except -1:
+        """After a write: enforce the dispatch's max write buffer."""
         cdef object c = self._conn
         cdef Py_ssize_t limit = self._disp.max_write_buffer
         cdef Py_ssize_t queued
-        c.write(frame)
-        if limit and self._conn is not None:
+        if limit and c is not None:
             queued = (<ConnBase>c).wbuf if isinstance(c, ConnBase) else c.buffered
             if queued > limit:
                 self._overflow(queued, limit)
         return 0
+
+    cdef int _send_plain(self, object data) except -1:
+        """``send`` on the native engine without compression or masking: one frame whose
+        header is built on the stack and written with the payload in one gathered write
+        (no frame object). Returns 0 when ``data`` needs the general path."""
+        cdef unsigned char hdr[14]
+        cdef Py_ssize_t hn, n
+        cdef const char *p
+        cdef unsigned int op = 2
+        cdef Py_ssize_t max_frame = self._disp.max_frame_size
+        cdef Py_buffer view
+        if PyBytes_CheckExact(data):
+            p = PyBytes_AS_STRING(data)
+            n = PyBytes_GET_SIZE(data)
+        elif isinstance(data, str):
+            p = PyUnicode_AsUTF8AndSize(data, &n)
+            op = 1
+        else:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            try:
+                if 0 < max_frame < view.len:
+                    return 0
+                hn = nbio_ws_header(hdr, op, 1, 0, NULL, <uint64_t>view.len)
+                _native_write(self._conn, <const char *>hdr, hn, <const char *>view.buf,
+                              view.len)
+            finally:
+                PyBuffer_Release(&view)
+            return 1
+        if 0 < max_frame < n:
+            return 0
+        hn = nbio_ws_header(hdr, op, 1, 0, NULL, <uint64_t>n)
+        _native_write(self._conn, <const char *>hdr, hn, p, n)
+        return 1
 
     cdef int _overflow(self, Py_ssize_t queued, Py_ssize_t limit) except -1:
         cdef object c = self._conn
@@ -295,7 +359,7 @@ cdef class WebSocketConn(WebSocketCore):
     def _keepalive(self):
         """Called by the upgrader's sweep: ping if nothing was read for a whole interval."""
         cdef object c = self._conn
-        if c is None or self.state != 1:
+        if c is None or not self.open_c():
             return False
         if self._w & W_RECEIVED:
             self._w &= ~W_RECEIVED
@@ -318,19 +382,23 @@ cdef class WebSocketConn(WebSocketCore):
         """Send a message: ``str`` as text, any bytes-like object as binary (compressed
         when permessage-deflate was negotiated and the message reaches its threshold).
         Raises :class:`~nbio.errors.ConnectionClosed` once closing or closed."""
-        if self._conn is None or self.state != 1:
+        if self._conn is None or not self.open_c():
             raise ConnectionClosed(self.close_code, self.close_reason or "connection closed")
+        if (self._w & W_NATIVE and self._deflate is None and not (self._flags & F_CLIENT)
+                and self._send_plain(data)):
+            self._check_buffer()
+            return
         self._write(self.encode_message(data, self._disp.max_frame_size))
 
     cpdef send_frame(self, bytes frame):
         """Write pre-built frame bytes (e.g. from :func:`nbio.ws.broadcast`)."""
-        if self._conn is None or self.state != 1:
+        if self._conn is None or not self.open_c():
             raise ConnectionClosed(self.close_code, self.close_reason or "connection closed")
         self._write(frame)
 
     def ping(self, payload=b""):
         """Send a Ping (payload <= 125 bytes); the Pong arrives in ``on_pong``."""
-        if self._conn is None or self.state != 1:
+        if self._conn is None or not self.open_c():
             raise ConnectionClosed(self.close_code, self.close_reason or "connection closed")
         self._write(WebSocketCore.ping(self, payload))
 
@@ -371,7 +439,7 @@ cdef class WebSocketConn(WebSocketCore):
     @property
     def open(self):
         """True while messages can be sent."""
-        return self._conn is not None and self.state == 1
+        return self._conn is not None and self.open_c()
 
     @property
     def subprotocol(self):

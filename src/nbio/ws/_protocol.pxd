@@ -27,6 +27,15 @@ cdef struct FrameHeader:
     uint8_t masked
 
 
+# WebSocketCore._flags bits
+cdef enum:
+    F_CLIENT = 1
+    F_CLOSE_SENT = 2
+    F_STOPPED = 4        # peer's Close received or connection failed: input ignored
+    F_FAILED = 8         # we failed the connection (protocol error)
+    F_LOCAL_FIRST = 16   # we started the closing handshake (or failed)
+
+
 cdef class WebSocketCore:
     cdef object _tail        # bytearray: incomplete header / control frame, else None
     cdef object _frag        # message being assembled (bytes preallocated or bytearray), else None
@@ -42,6 +51,10 @@ cdef class WebSocketCore:
     cdef uint8_t _msg_op     # 0: no message in progress, 1: text, 2: binary
     cdef uint8_t _mask_off   # mask key offset for the frame being streamed
     cdef uint8_t _fbits      # streamed frame: bit0 masked, bit1 fin
+
+    cdef inline bint open_c(self) noexcept:
+        """``self.state == OPEN`` without the Python property."""
+        return not (self._flags & (F_CLOSE_SENT | F_STOPPED))
 
     cdef int feed_c(self, const unsigned char *buf, Py_ssize_t n, Handler h, object conn) except -1
 

@@ -52,13 +52,8 @@ OPEN = 1
 CLOSING = 2
 CLOSED = 3
 
+# WebSocketCore._flags bits (F_*) are declared in _protocol.pxd.
 cdef enum:
-    F_CLIENT = 1
-    F_CLOSE_SENT = 2
-    F_STOPPED = 4        # peer's Close received or connection failed: input ignored
-    F_FAILED = 8         # we failed the connection (protocol error)
-    F_LOCAL_FIRST = 16   # we started the closing handshake (or failed)
-
     M_COMPRESSED = 1     # current message has RSV1 (permessage-deflate)
     M_DISCARD = 2        # current message started after our Close: parse, don't deliver
 
