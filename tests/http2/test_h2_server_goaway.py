@@ -9,14 +9,17 @@ open after a GOAWAY, which h2 would otherwise treat as the end of everything), o
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 import struct
-from typing import Any, List, Tuple
+from typing import Any, AsyncIterator, List, Tuple
 
 import h2.connection
 import h2.errors
 import h2.events
 import h2.settings
 import pytest
+import trustme
 from _h2_server_support import BACKENDS, H2Client, curl, h2_serving
 from h2.connection import ConnectionInputs, ConnectionState
 
@@ -39,6 +42,21 @@ class _OpenAfterGoaway(h2.connection.H2ConnectionStateMachine):
         return super().process_input(input_)
 
 
+class _ResetSpy:
+    """A StreamReader that notes a read ending in ECONNRESET (which H2Client takes as EOF)."""
+
+    def __init__(self, reader: asyncio.StreamReader, client: Client) -> None:
+        self.reader = reader
+        self.client = client
+
+    async def read(self, n: int) -> bytes:
+        try:
+            return await self.reader.read(n)
+        except ConnectionResetError:
+            self.client.reset = True
+            raise
+
+
 class Client(H2Client):
     """H2Client that survives GOAWAY, can hold back its answers (PING ACK) and tells a
     reset (ECONNRESET) from a clean end of stream."""
@@ -52,6 +70,7 @@ class Client(H2Client):
         sm = _OpenAfterGoaway()
         sm.state = ConnectionState.CLIENT_OPEN
         self.h2.state_machine = sm
+        self.reader = _ResetSpy(self.reader, self)  # type: ignore[assignment]
 
     @classmethod
     async def open(cls, addr: Any) -> Client:
@@ -64,20 +83,6 @@ class Client(H2Client):
             self.held += data
         elif data and not self.writer.is_closing():
             self.writer.write(data)
-
-    async def pump(self, timeout: float = 10) -> List[Any]:
-        try:
-            data = await asyncio.wait_for(self.reader.read(65536), timeout)
-        except ConnectionResetError:
-            self.reset = True
-            data = b""
-        if not data:
-            self.closed = True
-            return []
-        evs = self.h2.receive_data(data)
-        self.flush()
-        self.events += evs
-        return evs
 
     async def goaway(self) -> Any:
         ev = await self.until(h2.events.ConnectionTerminated)
@@ -100,6 +105,27 @@ def held_app() -> Tuple[Any, asyncio.Event, List[int]]:
         return Response(b"finished " + req.path)
 
     return app, release, started
+
+
+@contextlib.asynccontextmanager
+async def sending(c: Client, chunk: bytes, pause: float = 0.0) -> AsyncIterator[None]:
+    """While in the block, the client keeps writing ``chunk`` (every ``pause`` s), as a
+    client that has not acted on a GOAWAY yet, until the server closes the connection."""
+    async def send() -> None:
+        try:
+            while True:
+                c.writer.write(chunk)
+                await c.writer.drain()
+                await asyncio.sleep(pause)
+        except OSError:
+            pass  # closed by the server
+
+    task = asyncio.ensure_future(send())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def until(cond: Any, timeout: float = 5.0) -> None:
@@ -207,9 +233,29 @@ async def test_drain_with_curl_completes_the_response(backend: str) -> None:
         await until(lambda: len(started) == 1)
         server.close()
         drained = asyncio.ensure_future(server.drain(5))
-        await until(lambda: all(s.going_away for s in server.sessions))  # both GOAWAYs sent
+        await until(lambda: all(getattr(s, "going_away", False) for s in server.sessions))  # both GOAWAYs sent
         release.set()
         assert await fetch == b"finished /curl"
+        assert await drained is True
+
+
+async def test_drain_over_tls_with_curl(backend: str, tmp_path: Any) -> None:
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(ctx)
+    cafile = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(cafile))
+    app, release, started = held_app()
+    async with h2_serving(app, backend, ssl_ctx=ctx) as (server, addr):
+        url = f"https://localhost:{addr[1]}/tls"
+        fetch = asyncio.ensure_future(curl("--http2", "--cacert", str(cafile), "--resolve",
+                                           f"localhost:{addr[1]}:127.0.0.1", url))
+        await until(lambda: len(started) == 1)
+        server.close()
+        drained = asyncio.ensure_future(server.drain(5))
+        await until(lambda: all(getattr(s, "going_away", False) for s in server.sessions))
+        release.set()
+        assert await fetch == b"finished /tls"
         assert await drained is True
 
 
@@ -239,21 +285,8 @@ async def test_client_sending_after_error_goaway_still_reads_it(backend: str) ->
         assert not c.reset
         # the client goes on sending (it has not acted on the GOAWAY yet): the server reads
         # and discards, and closes within the bound (here: the byte limit)
-        chunk = _data_frame(sid, 16384)
-
-        async def keep_sending() -> None:
-            try:
-                while True:
-                    c.writer.write(chunk)
-                    await c.writer.drain()
-                    await asyncio.sleep(0)
-            except OSError:
-                pass  # closed by the server
-
-        sender = asyncio.ensure_future(keep_sending())
-        await asyncio.wait_for(server.drain(), 3)  # the connection is gone
-        sender.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
+        async with sending(c, _data_frame(sid, 16384)):
+            await asyncio.wait_for(server.drain(), 3)  # the connection is gone
         await c.close()
 
 
@@ -322,24 +355,11 @@ async def test_lingering_bound_not_pushed_back_by_reads(backend: str) -> None:
         c, sid = await _open_upload(addr)
         c.writer.write(_BAD_FRAME)
         assert (await c.goaway()).error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
-        chunk = _data_frame(sid, 100)
-
-        async def trickle() -> None:
-            try:
-                while True:
-                    c.writer.write(chunk)
-                    await c.writer.drain()
-                    await asyncio.sleep(0.01)
-            except OSError:
-                pass
-
-        sender = asyncio.ensure_future(trickle())
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        await asyncio.wait_for(server.drain(), 3)
+        async with sending(c, _data_frame(sid, 100), pause=0.01):  # a read every 10 ms
+            await asyncio.wait_for(server.drain(), 3)
         assert loop.time() - t0 < 1.5
-        sender.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
         await c.close()
 
 
