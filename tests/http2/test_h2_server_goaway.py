@@ -377,3 +377,36 @@ async def test_client_goaway_answered_with_goaway_then_lingering_close(backend: 
         assert not c.reset
         await c.close()
         await asyncio.wait_for(server.drain(), 3)
+
+
+async def test_client_goaway_streams_in_flight_still_answered(backend: str) -> None:
+    app, release, started = held_app()
+    async with h2_serving(app, backend) as (server, addr):
+        c = await Client.open(addr)
+        s1 = c.request("/one")
+        await until(lambda: len(started) == 1)
+        c.writer.write(struct.pack(">HBBBIII", 0, 8, 7, 0, 0, 0, 0))  # GOAWAY(0, NO_ERROR)
+        await until(lambda: all(getattr(s, "going_away", False) for s in server.sessions))
+        release.set()
+        assert (await c.response(s1))[1] == b"finished /one"
+        ev = await c.goaway()
+        assert (ev.error_code, ev.last_stream_id) == (NO_ERROR, s1)
+        await c.until_eof()
+        assert not c.reset
+        await c.close()
+        await asyncio.wait_for(server.drain(), 3)
+
+
+async def test_client_error_goaway_drops_streams_and_closes(backend: str) -> None:
+    app, _release, started = held_app()
+    async with h2_serving(app, backend) as (server, addr):
+        c = await Client.open(addr)
+        c.request("/one")
+        await until(lambda: len(started) == 1)
+        code = h2.errors.ErrorCodes.INTERNAL_ERROR
+        c.writer.write(struct.pack(">HBBBIII", 0, 8, 7, 0, 0, 0, code))
+        ev = await c.goaway()
+        assert ev.last_stream_id == 1
+        await c.until_eof()
+        await c.close()
+        await asyncio.wait_for(server.drain(), 3)

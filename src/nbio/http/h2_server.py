@@ -312,7 +312,11 @@ class H2Session:
                 self._on_end(ev.stream_id, tuple(ev.headers), trailers_only=True)
             elif t is h2.events.ConnectionTerminated:
                 self.going_away = True
-                if not self.streams:
+                if ev.error_code == h2.errors.ErrorCodes.NO_ERROR:
+                    # h2 would send nothing more after a GOAWAY, but the streams the client
+                    # opened are still answered (RFC 9113 section 6.8)
+                    self.h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
+                if not self.streams or ev.error_code != h2.errors.ErrorCodes.NO_ERROR:
                     self._close_lingering()
             elif t is h2.events.PingAckReceived:
                 if ev.ping_data == _DRAIN_PING:
