@@ -185,6 +185,7 @@ cdef class EngineSide:
     def __init__(self, Dispatch dispatch):
         self.dispatch = dispatch
 
+    @cython.binding(False)      # a plain method descriptor: the engine's call per read is cheaper
     def on_data(self, conn, data):
         # Plain engine connections are ConnBase objects (C fields); TLS connections
         # (nbio.engine.tls.TLSConn) offer the same API in Python.
@@ -378,23 +379,29 @@ cdef class WebSocketConn(WebSocketCore):
 
     # -- public API -------------------------------------------------------------------------
 
-    cpdef send(self, object data):
+    # send/send_frame are plain method descriptors (binding False): CPython's fast method
+    # call from the user's code, no function object in between.
+    @cython.binding(False)
+    def send(self, data):
         """Send a message: ``str`` as text, any bytes-like object as binary (compressed
         when permessage-deflate was negotiated and the message reaches its threshold).
         Raises :class:`~nbio.errors.ConnectionClosed` once closing or closed."""
-        if self._conn is None or not self.open_c():
-            raise ConnectionClosed(self.close_code, self.close_reason or "connection closed")
-        if (self._w & W_NATIVE and self._deflate is None and not (self._flags & F_CLIENT)
-                and self._send_plain(data)):
-            self._check_buffer()
-            return
-        self._write(self.encode_message(data, self._disp.max_frame_size))
+        self._send(data)
 
-    cpdef send_frame(self, bytes frame):
+    @cython.binding(False)
+    def send_frame(self, bytes frame):
         """Write pre-built frame bytes (e.g. from :func:`nbio.ws.broadcast`)."""
         if self._conn is None or not self.open_c():
             raise ConnectionClosed(self.close_code, self.close_reason or "connection closed")
         self._write(frame)
+
+    cdef int _send(self, object data) except -1:
+        if self._conn is None or not self.open_c():
+            raise ConnectionClosed(self.close_code, self.close_reason or "connection closed")
+        if (self._w & W_NATIVE and self._deflate is None and not (self._flags & F_CLIENT)
+                and self._send_plain(data)):
+            return self._check_buffer()
+        return self._write(self.encode_message(data, self._disp.max_frame_size))
 
     def ping(self, payload=b""):
         """Send a Ping (payload <= 125 bytes); the Pong arrives in ``on_pong``."""
