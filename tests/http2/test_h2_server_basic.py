@@ -303,29 +303,6 @@ async def test_ping_answered(backend: str) -> None:
         await c.close()
 
 
-async def test_graceful_shutdown_goaway_then_finish(backend: str) -> None:
-    started = asyncio.Event()
-
-    async def slow(req: HttpRequest) -> Response:
-        started.set()
-        await asyncio.sleep(0.2)
-        return Response(b"finished")
-
-    async with h2_serving(slow, backend) as (server, addr):
-        c = await H2Client.connect(addr)
-        sid = c.request("/")
-        await asyncio.wait_for(started.wait(), 5)
-        server.close()
-        drained = asyncio.ensure_future(server.drain(5))
-        ev = await c.until(h2.events.ConnectionTerminated)
-        assert ev.error_code == h2.errors.ErrorCodes.NO_ERROR and ev.last_stream_id == sid
-        ends = [e for e in c.events if isinstance(e, h2.events.StreamEnded)]
-        if not ends:
-            await c.until(h2.events.StreamEnded)
-        assert await drained is True
-        await c.close()
-
-
 # -- TLS with ALPN h2 ---------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import ssl
 import struct
-from typing import Any, AsyncIterator, List, Tuple
+from typing import Any, AsyncIterator, List, Optional, Tuple
 
 import h2.connection
 import h2.errors
@@ -225,18 +225,26 @@ async def test_drain_idle_connection(backend: str) -> None:
         assert await drained is True
 
 
-async def test_drain_with_curl_completes_the_response(backend: str) -> None:
+async def _drain_while_curl_fetches(backend: str, path: str, *curl_args: str,
+                                    ssl_ctx: Optional[ssl.SSLContext] = None) -> None:
+    """curl (given the URL's scheme and port by ``curl_args``' format) fetches ``path``
+    while the server drains: the response completes and the drain ends."""
     app, release, started = held_app()
-    async with h2_serving(app, backend) as (server, addr):
-        url = f"http://{addr[0]}:{addr[1]}/curl"
-        fetch = asyncio.ensure_future(curl("--http2-prior-knowledge", url))
+    async with h2_serving(app, backend, ssl_ctx=ssl_ctx) as (server, addr):
+        args = [a.format(host=addr[0], port=addr[1], path=path) for a in curl_args]
+        fetch = asyncio.ensure_future(curl(*args))
         await until(lambda: len(started) == 1)
         server.close()
         drained = asyncio.ensure_future(server.drain(5))
         await until(lambda: all(getattr(s, "going_away", False) for s in server.sessions))  # both GOAWAYs sent
         release.set()
-        assert await fetch == b"finished /curl"
+        assert await fetch == f"finished {path}".encode()
         assert await drained is True
+
+
+async def test_drain_with_curl_completes_the_response(backend: str) -> None:
+    await _drain_while_curl_fetches(backend, "/curl", "--http2-prior-knowledge",
+                                    "http://{host}:{port}{path}")
 
 
 async def test_drain_over_tls_with_curl(backend: str, tmp_path: Any) -> None:
@@ -245,18 +253,9 @@ async def test_drain_over_tls_with_curl(backend: str, tmp_path: Any) -> None:
     ca.issue_cert("localhost", "127.0.0.1").configure_cert(ctx)
     cafile = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(cafile))
-    app, release, started = held_app()
-    async with h2_serving(app, backend, ssl_ctx=ctx) as (server, addr):
-        url = f"https://localhost:{addr[1]}/tls"
-        fetch = asyncio.ensure_future(curl("--http2", "--cacert", str(cafile), "--resolve",
-                                           f"localhost:{addr[1]}:127.0.0.1", url))
-        await until(lambda: len(started) == 1)
-        server.close()
-        drained = asyncio.ensure_future(server.drain(5))
-        await until(lambda: all(getattr(s, "going_away", False) for s in server.sessions))
-        release.set()
-        assert await fetch == b"finished /tls"
-        assert await drained is True
+    await _drain_while_curl_fetches(backend, "/tls", "--http2", "--cacert", str(cafile),
+                                    "--resolve", "localhost:{port}:127.0.0.1",
+                                    "https://localhost:{port}{path}", ssl_ctx=ctx)
 
 
 # -- 5.4.1 connection error handling: GOAWAY, then a lingering close ------------------------
