@@ -46,6 +46,58 @@ from nbio.errors import ConnectionClosed, MessageTooBig, ProtocolError
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+    Py_ssize_t Py_REFCNT(object o)
+
+cdef extern from *:
+    """
+    /* ob_shash is deprecated (3.11+) but still the cached hash that must be cleared
+       when an unshared bytes object is reused (as _PyBytes_Resize does). */
+    #if defined(__GNUC__)
+    #pragma GCC diagnostic push
+    #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    #endif
+    static inline void nbio_bytes_reuse(PyObject *b, Py_ssize_t n) {
+        Py_SET_SIZE(b, n);
+        ((PyBytesObject *)b)->ob_sval[n] = 0;
+        ((PyBytesObject *)b)->ob_shash = -1;
+    }
+    #if defined(__GNUC__)
+    #pragma GCC diagnostic pop
+    #endif
+    """
+    void nbio_bytes_reuse(object b, Py_ssize_t n) noexcept
+
+# One spare bytes object for binary messages (module-wide, all connections): a message the
+# callback did not keep (refcount back to 1) lends its buffer to the next one of at most the
+# same size, saving a malloc/free pair per message above pymalloc's 512-byte objects.
+# Resizing down and clearing the cached hash is what _PyBytes_Resize does to an unshared
+# bytes object.
+cdef enum:
+    SPARE_MIN = 513
+    SPARE_MAX = 65536
+cdef object _spare = None
+cdef Py_ssize_t _spare_cap = 0
+
+
+cdef inline bytes _new_payload(Py_ssize_t n, Py_ssize_t *cap):
+    """An uninitialised bytes object of size ``n``; ``cap[0]``: its buffer capacity."""
+    global _spare
+    cdef object b = _spare
+    if b is not None and n <= _spare_cap and n >= SPARE_MIN:
+        _spare = None
+        cap[0] = _spare_cap
+        nbio_bytes_reuse(b, n)
+        return <bytes>b
+    cap[0] = n
+    return PyBytes_FromStringAndSize(NULL, n)
+
+
+cdef inline void _keep_payload(bytes b, Py_ssize_t cap) noexcept:
+    """``b`` (from ``_new_payload``, capacity ``cap``) is ours again if nothing kept it."""
+    global _spare, _spare_cap
+    if Py_REFCNT(b) == 1 and SPARE_MIN <= cap <= SPARE_MAX and cap >= _spare_cap:
+        _spare = b
+        _spare_cap = cap
 
 # Connection states (RFC 6455 section 7): the core exists once the handshake is done.
 OPEN = 1
@@ -437,15 +489,17 @@ cdef class WebSocketCore:
         """Hot path: an unfragmented, uncompressed message whose payload is all here."""
         cdef Py_ssize_t n = <Py_ssize_t>hd.length
         cdef bytes data
+        cdef Py_ssize_t cap
         cdef unsigned char stack[STACK_TEXT]
         cdef unsigned char *tmp
         if hd.opcode == 2:
-            data = PyBytes_FromStringAndSize(NULL, n)
+            data = _new_payload(n, &cap)
             if hd.masked:
                 nbio_ws_mask(<unsigned char *>PyBytes_AS_STRING(data), body, n, hd.key, 0)
             else:
                 memcpy(PyBytes_AS_STRING(data), body, n)
             h.on_message(conn, data, False)
+            _keep_payload(data, cap)
             return 0
         if not hd.masked:
             tmp = <unsigned char *>body
