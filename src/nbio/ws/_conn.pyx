@@ -19,6 +19,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport uint8_t, uint64_t
+from libc.string cimport memcpy
 
 from nbio.engine._conn cimport ConnBase
 from nbio.ws._frames cimport nbio_ws_header
@@ -224,6 +225,24 @@ cdef class EngineSide:
             self.dispatch.lost(<WebSocketConn>session, exc)
 
 
+cdef enum:
+    EMIT_COPY = 4096     # frames up to this size are copied to the stack and sent whole
+
+
+cdef int _emit(object conn, unsigned int op, const char *p, Py_ssize_t n) except -1:
+    """Write one unmasked, uncompressed final frame to a native ``conn``: small frames are
+    assembled on the stack and go out with one ``send`` (cheaper in the kernel than a
+    two-part ``writev``), larger ones as header + payload in one gathered write."""
+    cdef unsigned char buf[EMIT_COPY]
+    cdef Py_ssize_t hn
+    if n <= EMIT_COPY - 10:
+        hn = nbio_ws_header(buf, op, 1, 0, NULL, <uint64_t>n)
+        memcpy(buf + hn, p, n)
+        return _native_write(conn, <const char *>buf, hn + n, NULL, 0)
+    hn = nbio_ws_header(buf, op, 1, 0, NULL, <uint64_t>n)
+    return _native_write(conn, <const char *>buf, hn, p, n)
+
+
 cdef class WebSocketConn(WebSocketCore):
     """One WebSocket connection of the callback API (``ws`` in ``on_open(ws)``,
     ``on_message(ws, data, is_text)``, ``on_close(ws, code, reason)``).
@@ -281,11 +300,10 @@ cdef class WebSocketConn(WebSocketCore):
         return 0
 
     cdef int _send_plain(self, object data) except -1:
-        """``send`` on the native engine without compression or masking: one frame whose
-        header is built on the stack and written with the payload in one gathered write
-        (no frame object). Returns 0 when ``data`` needs the general path."""
-        cdef unsigned char hdr[14]
-        cdef Py_ssize_t hn, n
+        """``send`` on the native engine without compression or masking: one frame built
+        without a frame object (see ``_emit``). Returns 0 when ``data`` needs the general
+        path."""
+        cdef Py_ssize_t n
         cdef const char *p
         cdef unsigned int op = 2
         cdef Py_ssize_t max_frame = self._disp.max_frame_size
@@ -301,16 +319,13 @@ cdef class WebSocketConn(WebSocketCore):
             try:
                 if 0 < max_frame < view.len:
                     return 0
-                hn = nbio_ws_header(hdr, op, 1, 0, NULL, <uint64_t>view.len)
-                _native_write(self._conn, <const char *>hdr, hn, <const char *>view.buf,
-                              view.len)
+                _emit(self._conn, op, <const char *>view.buf, view.len)
             finally:
                 PyBuffer_Release(&view)
             return 1
         if 0 < max_frame < n:
             return 0
-        hn = nbio_ws_header(hdr, op, 1, 0, NULL, <uint64_t>n)
-        _native_write(self._conn, <const char *>hdr, hn, p, n)
+        _emit(self._conn, op, p, n)
         return 1
 
     cdef int _overflow(self, Py_ssize_t queued, Py_ssize_t limit) except -1:
