@@ -6,8 +6,7 @@ import asyncio
 from typing import Any, List
 
 import websockets
-from test_server_callback import read_frame
-from ws_helpers import listen, make_engine, raw_connect, upgrade_request
+from ws_helpers import listen, make_engine, raw_connect, read_frame, upgrade_request
 from wsutil import raw_frame
 
 from nbio.errors import ConnectionClosedError, ConnectionClosedOK

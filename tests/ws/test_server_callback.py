@@ -11,24 +11,12 @@ import sys
 from typing import Any, List
 
 import websockets
-from ws_helpers import Events, listen, make_engine, raw_connect, upgrade_request
+from ws_helpers import Events, listen, make_engine, raw_connect, read_frame, upgrade_request
 from wsutil import close_payload, raw_frame
 
 from nbio.errors import ConnectionClosed
 from nbio.ws import WebSocketConn, WebSocketUpgrader, broadcast
 from nbio.ws.protocol import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
-
-
-async def read_frame(reader: asyncio.StreamReader) -> Any:
-    """Read one unmasked server frame: (opcode, payload, fin, rsv1)."""
-    b0, b1 = await reader.readexactly(2)
-    n = b1 & 0x7F
-    if n == 126:
-        n = struct.unpack("!H", await reader.readexactly(2))[0]
-    elif n == 127:
-        n = struct.unpack("!Q", await reader.readexactly(8))[0]
-    assert not b1 & 0x80, "server frames must not be masked"
-    return b0 & 0x0F, await reader.readexactly(n), bool(b0 & 0x80), bool(b0 & 0x40)
 
 
 async def test_echo_text_and_binary_with_websockets_client(engine: str) -> None:

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 import websockets
-from test_server_callback import read_frame
-from ws_helpers import Events, listen, make_engine, raw_connect, upgrade_request
+from ws_helpers import Events, listen, make_engine, raw_connect, read_frame, upgrade_request
 from wsutil import close_payload, raw_frame
 
 from nbio.ws import WebSocketUpgrader

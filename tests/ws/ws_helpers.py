@@ -5,6 +5,7 @@ directories)."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any, Callable, List, Tuple
 
 from nbio.engine import Engine
@@ -91,3 +92,15 @@ def upgrade_request(
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
         f"Sec-WebSocket-Version: {version}\r\n{extra}\r\n"
     ).encode()
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Any:
+    """Read one unmasked server frame: (opcode, payload, fin, rsv1)."""
+    b0, b1 = await reader.readexactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", await reader.readexactly(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", await reader.readexactly(8))[0]
+    assert not b1 & 0x80, "server frames must not be masked"
+    return b0 & 0x0F, await reader.readexactly(n), bool(b0 & 0x80), bool(b0 & 0x40)
