@@ -136,46 +136,10 @@ async def test_frames_on_the_wire(
 
 # ------------------------------------------------------------------ unmasking
 
-SIZES = [
-    0,
-    1,
-    3,
-    4,
-    5,
-    7,
-    8,
-    9,
-    31,
-    32,
-    33,
-    63,
-    64,
-    65,
-    127,
-    128,
-    255,
-    256,
-    257,
-    300,
-    319,
-    320,
-    321,
-    383,
-    384,
-    385,
-    511,
-    512,
-    513,
-    1000,
-    1024,
-    1025,
-    4095,
-    4096,
-    4097,
-    65535,
-    65536,
-    70001,
-]
+# one below, at and above each boundary of the 8-, 32- and 64-byte loops and the frame
+# length forms
+BOUNDARIES = (4, 8, 32, 64, 128, 256, 320, 384, 512, 1024, 4096, 65536)
+SIZES = sorted({0, 300, 1000, 70001} | {b + d for b in BOUNDARIES for d in (-1, 0, 1)})
 
 
 @pytest.mark.parametrize("size", SIZES)
