@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
+from tests._waiting import until
 
 from nbio.engine import BACKENDS, Engine
 from nbio.http.client import HttpClient
@@ -18,15 +19,6 @@ from nbio.http.client import HttpClient
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)
 
 EXPIRY = 0.2
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait (bounded) until ``cond()`` holds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.005)
 
 
 class Server:

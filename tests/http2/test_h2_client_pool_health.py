@@ -8,12 +8,13 @@ made short and every wait is a bounded poll of a condition or an event."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 import _h2_client_support
 import h2.events
 import pytest
 from _h2_client_support import H2Peer, Req, ScriptedServer, client_context, hypercorn_server
+from tests._waiting import until
 
 from nbio.engine import BACKENDS, Engine
 from nbio.errors import ConnectionLost
@@ -25,15 +26,6 @@ over_tls_and_h2c = pytest.mark.parametrize("tls", [pytest.param(True, id="tls-al
                                                    pytest.param(False, id="h2c")])
 
 EXPIRY = 0.2
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait (bounded) until ``cond()`` holds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.005)
 
 
 class App:

@@ -22,6 +22,7 @@ import pytest
 import trustme
 from _h2_server_support import BACKENDS, H2Client, curl, h2_serving
 from h2.connection import ConnectionInputs, ConnectionState
+from tests._waiting import until
 
 from nbio.http import h2_server
 from nbio.http.server import HttpRequest, Response
@@ -126,14 +127,6 @@ async def sending(c: Client, chunk: bytes, pause: float = 0.0) -> AsyncIterator[
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-async def until(cond: Any, timeout: float = 5.0) -> None:
-    """Wait (yielding to the loop) until ``cond()`` holds."""
-    async def poll() -> None:
-        while not cond():
-            await asyncio.sleep(0.005)
-    await asyncio.wait_for(poll(), timeout)
 
 
 # -- 6.8 GOAWAY: graceful shutdown ---------------------------------------------------------
