@@ -43,3 +43,4 @@ cdef class SessionCore:
     cdef int _feed(self, data) except -1
     cdef bint _fast(self, head, eom) except -1
     cdef int _finished(self) except -1
+    cdef int _end_connection(self) except -1

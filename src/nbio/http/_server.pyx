@@ -12,7 +12,7 @@ import asyncio
 from asyncio import _get_running_loop
 
 from nbio.errors import ConnectionClosed
-from nbio.http._h1 cimport S_HEAD, EndOfMessage, Request, ServerConnection
+from nbio.http._h1 cimport S_CLOSED, S_HEAD, EndOfMessage, Request, ServerConnection
 
 cdef bytes _CONTENT_TYPE = b"content-type"
 cdef bytes _TEXT_UTF8 = b"text/plain; charset=utf-8"
@@ -342,7 +342,7 @@ cdef class SessionCore:
             return 0
         cdef ServerConnection h1 = <ServerConnection?>self.h1
         if h1._must_close or self.server.draining:
-            conn.close()
+            self._end_connection()
             return 0
         if self.rx is not None or self.in_process:
             return 0   # the rest of the body is dropped / the process loop goes on
@@ -352,6 +352,29 @@ cdef class SessionCore:
             h1.resume()         # nothing held: what process([]) would do, in short
         if self.input_paused and self.conn is not None and not self.busy:
             self.resume_input()
+        return 0
+
+    def end_connection(self):
+        """Close the connection after its last response (written already).
+
+        When the client may still be sending -- an error response (the request was not read
+        whole), a request in progress, or a keep-alive client whose next request may be on
+        its way -- it is a lingering close (``server.lingering``, :mod:`nbio.http._linger`):
+        closing with unread input would send an RST that can destroy the response before the
+        client reads it (RFC 9112 section 9.6). A request that announced the close itself
+        (``Connection: close``, HTTP/1.0) and was read whole is just closed. Either way the
+        session writes nothing more."""
+        self._end_connection()
+
+    cdef int _end_connection(self) except -1:
+        conn = self.conn
+        if conn is None:
+            return 0
+        if (<ServerConnection?>self.h1)._state == S_CLOSED:
+            conn.close()
+        else:
+            self.conn = None  # the lingering handler owns the socket; on_close still comes
+            self.server.lingering.start(conn)
         return 0
 
     def fast_path(self, head, eom):
@@ -388,7 +411,7 @@ cdef class SessionCore:
             self.busy = False
             self.current = None
             if h1._must_close:
-                self.conn.close()
+                self._end_connection()
             elif h1._held or self.declined:
                 self._next()
             else:

@@ -964,7 +964,7 @@ class H2Handler(Handler):
 
     def __init__(self, server: Any) -> None:
         self.server = server
-        self.lingering = Lingering(self)
+        self.lingering = Lingering(self, server.linger_timeout, server.linger_max_bytes)
 
     def on_data(self, conn: Any, data: Any) -> None:
         conn.session.feed(data)

@@ -18,6 +18,14 @@ Limits close the connection after an error response: 400 malformed, 413 body too
 head is not complete ``header_timeout`` seconds after its first byte (slowloris). An idle
 keep-alive connection is closed after ``keep_alive_timeout`` seconds.
 
+Closing while the client may still be sending (after those errors, a response sent before its
+request was read whole, a close the server chose on a keep-alive connection) is a lingering
+close (:mod:`nbio.http._linger`, RFC 9112 section 9.6): the write side is shut once the
+response is written, and what still arrives is read and discarded until the client closes,
+``linger_timeout`` seconds pass or ``linger_max_bytes`` arrive -- so the client gets the
+response instead of an RST. A request that asked for the close itself and was read whole is
+just closed.
+
 Upgrades (``request.upgrade`` set, e.g. ``b"websocket"``) go to the *upgrade handler*
 registered for the request's path in ``upgrades`` (``{"/ws": handler}``; the key ``"*"``
 matches every path): ``handler.upgrade(conn, request, leftover) -> bool``. ``leftover`` is
@@ -52,6 +60,7 @@ from typing import (
 
 from nbio.engine import Handler, TLSConn
 from nbio.errors import ConnectionClosed, HTTPProtocolError
+from nbio.http._linger import LINGER_MAX_BYTES, LINGER_TIMEOUT, Lingering
 from nbio.http._server import HttpRequest, Response, SessionCore, make_headers
 from nbio.http._server import on_data as _on_data
 from nbio.http.h1 import Data, EndOfMessage, Request, ServerConnection, refresh_date
@@ -278,7 +287,7 @@ class _Session(SessionCore):
             conn.write(self.h1.error_response(err))
         except ConnectionClosed:
             pass
-        conn.close()
+        self.end_connection()
 
     def send_continue(self) -> None:
         data = self.h1.send_100_continue()
@@ -440,7 +449,7 @@ class _Session(SessionCore):
             conn.write(self.h1.error_response(500))
         except ConnectionClosed:
             pass
-        conn.close()
+        self.end_connection()
 
     def _abort(self) -> None:
         conn = self.conn
@@ -497,7 +506,9 @@ class HttpServer(Handler):
     ``app(request)`` returns a response or an awaitable of one. ``upgrades`` maps a path
     (str or bytes; ``"*"`` for any) to an upgrade handler. Limits: ``max_header_bytes``,
     ``max_header_count``, ``max_request_line`` (431/414), ``max_body_size`` (413; None for
-    no limit), ``header_timeout`` (408), ``keep_alive_timeout`` (idle connections).
+    no limit), ``header_timeout`` (408), ``keep_alive_timeout`` (idle connections),
+    ``linger_timeout`` and ``linger_max_bytes`` (the bounds of a lingering close, HTTP/1.1
+    and HTTP/2).
     ``app`` may be None: every request that is not upgraded is answered 404.
 
     HTTP/2 (:mod:`nbio.http.h2_server`; ``http2=False`` turns it off): ALPN ``h2`` over TLS,
@@ -527,6 +538,8 @@ class HttpServer(Handler):
         max_concurrent_streams: int = 100,
         h2_initial_window_size: int = 65535,
         h2_max_resets: int = 100,
+        linger_timeout: float = LINGER_TIMEOUT,
+        linger_max_bytes: int = LINGER_MAX_BYTES,
     ) -> None:
         self.app: App = app if app is not None else _not_found
         self.upgrades: Dict[bytes, Any] = {
@@ -546,6 +559,10 @@ class HttpServer(Handler):
         self.max_concurrent_streams = max_concurrent_streams
         self.h2_initial_window_size = h2_initial_window_size
         self.h2_max_resets = h2_max_resets
+        self.linger_timeout = linger_timeout
+        self.linger_max_bytes = linger_max_bytes
+        #: the engine handler of HTTP/1.1 connections in a lingering close
+        self.lingering = Lingering(self, linger_timeout, linger_max_bytes)
         self._h2: Any = None  # (H2Handler, PriorKnowledge, H2cUpgrader), made on first use
         #: plain-function apps answer bodiless requests on a shortcut (False: never)
         self.fast: Optional[bool] = None
@@ -643,7 +660,7 @@ class HttpServer(Handler):
                     conn.write(session.h1.error_response(408))
                 except ConnectionClosed:
                     pass
-                conn.close()
+                session.end_connection()
         if self.sessions:
             self._timer = loop.call_later(interval, self._tick, loop, interval)
         else:
