@@ -402,3 +402,92 @@ async def test_client_error_goaway_drops_streams_and_closes(backend: str) -> Non
         await c.until_eof()
         await c.close()
         await asyncio.wait_for(server.drain(), 3)
+
+
+# -- 6.8: GOAWAY before closing an idle connection (keep_alive_timeout) ----------------------
+
+
+def _terminated(c: Client) -> bool:
+    return any(isinstance(ev, h2.events.ConnectionTerminated) for ev in c.events)
+
+
+async def test_idle_connection_gets_goaway_last_stream_then_eof(backend: str) -> None:
+    app, release, _ = held_app()
+    release.set()
+    async with h2_serving(app, backend, keep_alive_timeout=0.1) as (server, addr):
+        c = await Client.open(addr)
+        s1 = c.request("/one")
+        s3 = c.request("/two")
+        assert (await c.response(s1))[1] == b"finished /one"
+        assert (await c.response(s3))[1] == b"finished /two"
+        ev = await c.goaway()
+        assert (ev.error_code, ev.last_stream_id) == (NO_ERROR, s3)
+        await c.until_eof()  # the lingering close: FIN, no reset
+        assert c.closed and not c.reset
+        await c.close()
+        await until(lambda: not server.sessions)
+
+
+async def test_idle_connection_without_streams_gets_goaway_0(backend: str) -> None:
+    async with h2_serving(held_app()[0], backend, keep_alive_timeout=0.1) as (server, addr):
+        c = await Client.open(addr)
+        ev = await c.goaway()
+        assert (ev.error_code, ev.last_stream_id) == (NO_ERROR, 0)
+        await c.until_eof()
+        assert not c.reset
+        await c.close()
+        await until(lambda: not server.sessions)
+
+
+async def test_stream_in_flight_is_not_timed_out(backend: str) -> None:
+    app, release, started = held_app()
+    async with h2_serving(app, backend, keep_alive_timeout=0.1) as (server, addr):
+        c = await Client.open(addr)
+        s1 = c.request("/slow")
+        await until(lambda: len(started) == 1)
+        # a second, idle connection opened later is the clock: once it is timed out, the
+        # first connection's keep-alive timer has fired too (with the stream running)
+        clock = await Client.open(addr)
+        assert (await clock.goaway()).last_stream_id == 0
+        await clock.close()
+        assert not _terminated(c) and not c.closed
+        release.set()
+        assert (await c.response(s1))[1] == b"finished /slow"
+        assert not _terminated(c)  # no GOAWAY before the response
+        ev = await c.goaway()      # idle from the end of the stream on
+        assert (ev.error_code, ev.last_stream_id) == (NO_ERROR, s1)
+        await c.until_eof()
+        assert not c.reset
+        await c.close()
+        await until(lambda: not server.sessions)
+
+
+async def test_requests_keep_the_connection_from_idling(backend: str) -> None:
+    """Streams ending less than keep_alive_timeout apart: no GOAWAY however long it lasts."""
+    app, release, _ = held_app()
+    release.set()
+    async with h2_serving(app, backend, keep_alive_timeout=0.5) as (_server, addr):
+        c = await Client.open(addr)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 1.1
+        last = 0
+        while loop.time() < end:
+            last = c.request("/again")
+            assert (await c.response(last))[1] == b"finished /again"
+            assert not _terminated(c)
+        ev = await c.goaway()
+        assert (ev.error_code, ev.last_stream_id) == (NO_ERROR, last)
+        await c.until_eof()
+        await c.close()
+
+
+async def test_idle_timer_cancelled_when_the_client_closes(backend: str) -> None:
+    async with h2_serving(held_app()[0], backend, keep_alive_timeout=30) as (server, addr):
+        c = await Client.open(addr)
+        await c.until(h2.events.RemoteSettingsChanged)
+        session = next(iter(server.sessions))
+        assert isinstance(session, h2_server.H2Session) and session.idle_timer is not None
+        timer = session.idle_timer
+        await c.close()
+        await until(lambda: not server.sessions)
+        assert session.idle_timer is None and timer.cancelled()

@@ -26,8 +26,11 @@ header block) close that connection with GOAWAY. Graceful shutdown
 (:meth:`HttpServer.drain`, RFC 9113 section 6.8) sends GOAWAY with the largest stream id
 and a PING; after the PING's answer (one round trip: requests the client sent meanwhile are
 taken) or at most ``DRAIN_PING_TIMEOUT`` seconds, a second GOAWAY gives the last stream
-actually taken; those streams finish, then the connection closes. Every close after a GOAWAY
-(drain, the client's GOAWAY, a connection error) is a lingering close
+actually taken; those streams finish, then the connection closes. A connection without
+streams for ``keep_alive_timeout`` seconds (frames such as PING do not count, as in Go's and
+gRPC's servers) gets GOAWAY (NO_ERROR, the last stream id) before it closes (RFC 9113
+section 6.8). Every close after a GOAWAY
+(drain, idle, the client's GOAWAY, a connection error) is a lingering close
 (:class:`~nbio.http._linger.Lingering`): the socket is half-closed and the client's late
 frames are read and discarded for a while, so that closing does not reset the connection and
 make the client lose the last responses and the GOAWAY.
@@ -226,6 +229,9 @@ class H2Session:
     goaway_sent = False     # a GOAWAY with the real last stream id sent (ours or h2's)
     lingering = False       # closing: the socket belongs to ``linger`` now
     drain_timer: Optional[asyncio.TimerHandle] = None
+    # keep-alive: one timer, re-armed only when it fires early (not per stream)
+    idle_timer: Optional[asyncio.TimerHandle] = None
+    idle_since = 0.0        # when the last stream ended (or the connection began)
     linger: Optional[Lingering] = None   # the handler of the lingering close (set by adopt)
 
     def __init__(self, server: Any, conn: Any) -> None:
@@ -275,6 +281,7 @@ class H2Session:
             self.h2.initiate_connection()
         else:
             self.h2.initiate_upgrade_connection(upgrade[0])
+        self.conn.set_idle_timeout(None)  # the keep-alive timeout is ours (_idle_check)
         self._flush()
         if upgrade is not None:
             req = upgrade[1]
@@ -284,6 +291,8 @@ class H2Session:
             self.last_stream = 1
             self._dispatch(stream)
             self._flush()
+        else:
+            self._idle_check()
 
     # -- input --------------------------------------------------------------------------------
 
@@ -336,7 +345,6 @@ class H2Session:
         stream = _Stream(self, sid, req)
         req._session = stream
         self.streams[sid] = stream
-        self.conn.set_idle_timeout(None)
         limit = self.server.max_body_size
         if limit is not None and head.content_length is not None and head.content_length > limit:
             self._respond_error(stream, 413)
@@ -703,12 +711,31 @@ class H2Session:
         self._idle_check()
 
     def _idle_check(self) -> None:
+        """The last stream ended: close if going away, else start the keep-alive wait."""
         if self.streams or self.conn is None or self.lingering:
             return
         if self.going_away:
             self._close_lingering()
             return
-        self.conn.set_idle_timeout(self.server.keep_alive_timeout or None)
+        timeout = self.server.keep_alive_timeout
+        if timeout:
+            self.idle_since = self.loop.time()
+            if self.idle_timer is None:
+                self.idle_timer = self.loop.call_later(timeout, self._idle_timeout)
+
+    def _idle_timeout(self) -> None:
+        """The keep-alive timer: GOAWAY and close if no stream was open since
+        ``keep_alive_timeout`` s, else wait the rest (or, with streams open, for the next
+        :meth:`_idle_check`)."""
+        self.idle_timer = None
+        if self.streams or self.conn is None or self.lingering:
+            return
+        left = self.idle_since + self.server.keep_alive_timeout - self.loop.time()
+        if left > 0.001:
+            self.idle_timer = self.loop.call_later(left, self._idle_timeout)
+            return
+        logger.debug("nbio.http2: %r idle: GOAWAY", self.conn)
+        self._close_lingering()
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -760,6 +787,13 @@ class H2Session:
             self.drain_timer = None
             timer.cancel()
 
+    def _stop_timers(self) -> None:
+        self._stop_drain_timer()
+        timer = self.idle_timer
+        if timer is not None:
+            self.idle_timer = None
+            timer.cancel()
+
     def _write_goaway(self, last_stream: int, code: int) -> None:
         """Write a GOAWAY frame after what h2 has queued. Written past h2's state machine,
         which after a GOAWAY would refuse to send the responses still due."""
@@ -786,7 +820,7 @@ class H2Session:
         else:
             self._flush()
         self.lingering = True
-        self._stop_drain_timer()
+        self._stop_timers()
         self._drop_all(ConnectionClosed(None, "connection closed"))
         if self.linger is not None:
             self.linger.start(conn)
@@ -804,7 +838,7 @@ class H2Session:
         """The connection closed: every stream is dropped."""
         self.server._forget(self)
         self.conn = None
-        self._stop_drain_timer()
+        self._stop_timers()
         self._drop_all(ConnectionClosed(None, "connection closed"))
 
     # -- ASGI -----------------------------------------------------------------------------------
