@@ -133,6 +133,12 @@ async def lingering_413(server: Any, addr: Any) -> Tuple[RawClient, Any]:
     return client, conn
 
 
+async def lingering_ended(server: Any, conn: Any) -> None:
+    """Wait until the server has closed ``conn`` and forgotten its session."""
+    await until(lambda: not server.sessions)
+    assert conn.closed and not server.lingering.received
+
+
 async def test_lingering_ends_after_max_bytes(backend: str) -> None:
     async with serving(ok, backend, max_body_size=1000, linger_timeout=30,
                        linger_max_bytes=1000) as (server, addr):
@@ -142,8 +148,7 @@ async def test_lingering_ends_after_max_bytes(backend: str) -> None:
             await until(lambda: server.lingering.received.get(conn) == 600)
             assert server.sessions and not conn.closed  # under the bound: still reading
             client.send(b"y" * 600)
-            await until(lambda: not server.sessions)
-            assert conn.closed and not server.lingering.received
+            await lingering_ended(server, conn)
         finally:
             await client.close()
 
@@ -153,8 +158,7 @@ async def test_lingering_ends_after_timeout(backend: str) -> None:
         client, conn = await lingering_413(server, addr)
         try:
             # the client neither sends nor closes: the timeout closes the connection
-            await until(lambda: not server.sessions)
-            assert conn.closed and not server.lingering.received
+            await lingering_ended(server, conn)
         finally:
             await client.close()
 
@@ -163,8 +167,7 @@ async def test_lingering_ends_when_the_client_closes(backend: str) -> None:
     async with serving(ok, backend, max_body_size=1000, linger_timeout=30) as (server, addr):
         client, conn = await lingering_413(server, addr)
         await client.close()
-        await until(lambda: not server.sessions)
-        assert conn.closed
+        await lingering_ended(server, conn)
 
 
 async def test_fully_read_close_request_is_closed_without_lingering(backend: str) -> None:
