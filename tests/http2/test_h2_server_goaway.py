@@ -94,6 +94,15 @@ class Client(H2Client):
         while await self.pump():
             pass
 
+    async def ends_without_reset(self) -> None:
+        """Read until the server's end of stream, which must be a FIN, not an RST."""
+        await self.until_eof()
+        assert not self.reset, "the connection was reset"
+
+    def send_goaway(self, code: int = 0) -> None:
+        """A raw GOAWAY(last stream 0, ``code``), past h2's state machine."""
+        self.writer.write(struct.pack(">HBBBIII", 0, 8, 7, 0, 0, 0, code))
+
 
 def held_app() -> Tuple[Any, asyncio.Event, List[int]]:
     """A handler that answers only once ``release`` is set; ``started`` lists its streams."""
@@ -198,8 +207,7 @@ async def test_drain_unanswered_ping_final_goaway_after_bound(
         c.held = b""
         release.set()
         assert (await c.response(s1))[1] == b"finished /one"
-        await c.until_eof()
-        assert not c.reset
+        await c.ends_without_reset()
         await c.close()  # the server, lingering, closes as soon as the client does
         assert await drained is True
 
@@ -212,8 +220,7 @@ async def test_drain_idle_connection(backend: str) -> None:
         drained = asyncio.ensure_future(server.drain(5))
         assert (await c.goaway()).last_stream_id == MAX_ID
         assert (await c.goaway()).last_stream_id == 0
-        await c.until_eof()
-        assert not c.reset
+        await c.ends_without_reset()
         await c.close()  # the server, lingering, closes as soon as the client does
         assert await drained is True
 
@@ -362,11 +369,10 @@ async def test_client_goaway_answered_with_goaway_then_lingering_close(backend: 
     async with h2_serving(held_app()[0], backend) as (server, addr):
         c = await Client.open(addr)
         await c.until(h2.events.RemoteSettingsChanged)
-        c.writer.write(struct.pack(">HBBBIII", 0, 8, 7, 0, 0, 0, 0))  # GOAWAY(0, NO_ERROR)
+        c.send_goaway()
         ev = await c.goaway()
         assert (ev.error_code, ev.last_stream_id) == (NO_ERROR, 0)
-        await c.until_eof()
-        assert not c.reset
+        await c.ends_without_reset()
         await c.close()
         await asyncio.wait_for(server.drain(), 3)
 
@@ -377,14 +383,13 @@ async def test_client_goaway_streams_in_flight_still_answered(backend: str) -> N
         c = await Client.open(addr)
         s1 = c.request("/one")
         await until(lambda: len(started) == 1)
-        c.writer.write(struct.pack(">HBBBIII", 0, 8, 7, 0, 0, 0, 0))  # GOAWAY(0, NO_ERROR)
+        c.send_goaway()
         await until(lambda: all(getattr(s, "going_away", False) for s in server.sessions))
         release.set()
         assert (await c.response(s1))[1] == b"finished /one"
         ev = await c.goaway()
         assert (ev.error_code, ev.last_stream_id) == (NO_ERROR, s1)
-        await c.until_eof()
-        assert not c.reset
+        await c.ends_without_reset()
         await c.close()
         await asyncio.wait_for(server.drain(), 3)
 
@@ -396,7 +401,7 @@ async def test_client_error_goaway_drops_streams_and_closes(backend: str) -> Non
         c.request("/one")
         await until(lambda: len(started) == 1)
         code = h2.errors.ErrorCodes.INTERNAL_ERROR
-        c.writer.write(struct.pack(">HBBBIII", 0, 8, 7, 0, 0, 0, code))
+        c.send_goaway(code)
         ev = await c.goaway()
         assert ev.last_stream_id == 1
         await c.until_eof()
@@ -433,8 +438,7 @@ async def test_idle_connection_without_streams_gets_goaway_0(backend: str) -> No
         c = await Client.open(addr)
         ev = await c.goaway()
         assert (ev.error_code, ev.last_stream_id) == (NO_ERROR, 0)
-        await c.until_eof()
-        assert not c.reset
+        await c.ends_without_reset()
         await c.close()
         await until(lambda: not server.sessions)
 
@@ -456,8 +460,7 @@ async def test_stream_in_flight_is_not_timed_out(backend: str) -> None:
         assert not _terminated(c)  # no GOAWAY before the response
         ev = await c.goaway()      # idle from the end of the stream on
         assert (ev.error_code, ev.last_stream_id) == (NO_ERROR, s1)
-        await c.until_eof()
-        assert not c.reset
+        await c.ends_without_reset()
         await c.close()
         await until(lambda: not server.sessions)
 
