@@ -46,7 +46,10 @@ keepalive pings):
    and the CPU use of servers, clients and the whole machine (``/proc/stat``): clients and
    servers share the two cores, so a saturated machine is reported, not hidden), with the
    hypervisor's ``steal_pct`` and the packets the kernel dropped from a full receive backlog
-   (``kernel_backlog_drops``, ``/proc/net/softnet_stat``: each costs a TCP retransmit).
+   (``kernel_backlog_drops``, ``/proc/net/softnet_stat``: each costs a TCP retransmit) and
+   how many workers and clients were runnable but waiting for a CPU on average
+   (``server_runq_waiting``/``client_runq_waiting``, ``/proc/PID/schedstat``: the queueing
+   behind the latency tail when clients and servers share the cores).
 
 The peers run at ``--peer-conns`` (default 20,000: enough to compare bytes per connection
 and CPU per message, and within their memory); nbio at ``--conns``.
@@ -213,6 +216,19 @@ def _cpu(pids: List[int]) -> Tuple[float, float]:
         user += u
         system += s
     return user, system
+
+
+def _runq_wait(pids: List[int]) -> float:
+    """Seconds ``pids`` spent runnable but waiting for a CPU (``/proc/PID/schedstat``
+    field 2), summed; 0 for a process that is gone or a kernel without schedstats."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
 
 
 def _softnet_drops() -> int:
@@ -384,6 +400,7 @@ def run_server(name: str, conns: int, args: argparse.Namespace) -> Dict[str, Any
         a_busy = C.cpus_busy(cpus)
         a_steal = C.cpus_steal(cpus)
         a_drops = _softnet_drops()
+        a_wait = (_runq_wait(wpids), _runq_wait(cpids))
         a_t = time.monotonic()
         for c in clients:
             c.send("mark")
@@ -393,6 +410,7 @@ def run_server(name: str, conns: int, args: argparse.Namespace) -> Dict[str, Any
         b_busy = C.cpus_busy(cpus)
         b_steal = C.cpus_steal(cpus)
         b_drops = _softnet_drops()
+        b_wait = (_runq_wait(wpids), _runq_wait(cpids))
         b_t = time.monotonic()
         for c in clients:
             c.send("report")
@@ -440,6 +458,8 @@ def run_server(name: str, conns: int, args: argparse.Namespace) -> Dict[str, Any
             "machine_cpu_pct": (b_busy - a_busy) / dt * 100,
             "steal_pct": (b_steal - a_steal) / dt * 100,
             "kernel_backlog_drops": b_drops - a_drops,
+            "server_runq_waiting": (b_wait[0] - a_wait[0]) / dt,
+            "client_runq_waiting": (b_wait[1] - a_wait[1]) / dt,
             "send_skipped": behind,
             "dropped": sum(r["dropped"] for r in reports),
             "bad_frames": sum(r["bad"] for r in reports),
@@ -449,7 +469,9 @@ def run_server(name: str, conns: int, args: argparse.Namespace) -> Dict[str, Any
             f"{C.fmt(res['p50_ms'])} p90 {C.fmt(res['p90_ms'])} p99 {C.fmt(res['p99_ms'])} "
             f"p99.9 {C.fmt(res['p999_ms'])} ms, server {C.fmt(res['total_us_per_msg'])} us/msg, "
             f"CPU server {res['server_cpu_pct']:.0f}% clients {client_cpu:.0f}% machine "
-            f"{res['machine_cpu_pct']:.0f}% (steal {res['steal_pct']:.1f}%)",
+            f"{res['machine_cpu_pct']:.0f}% (steal {res['steal_pct']:.1f}%), waiting for a CPU "
+            f"on average: {res['server_runq_waiting']:.1f} workers, "
+            f"{res['client_runq_waiting']:.1f} clients",
             flush=True,
         )
         if behind:
