@@ -283,8 +283,14 @@ class _Session(SessionCore):
             task.cancel()
         self.busy = False
         logger.debug("nbio.http: %s from %r", err, conn)
+        self.close_with_error(err)
+
+    def close_with_error(self, error: Any) -> None:
+        """Write the error answer for ``error`` (an HTTPProtocolError or a status code) unless
+        the connection is already closed, then end the connection (lingering if the client
+        may still be sending)."""
         try:
-            conn.write(self.h1.error_response(err))
+            self.conn.write(self.h1.error_response(error))
         except ConnectionClosed:
             pass
         self.end_connection()
@@ -445,11 +451,7 @@ class _Session(SessionCore):
             self._abort()
             return
         self.busy = False
-        try:
-            conn.write(self.h1.error_response(500))
-        except ConnectionClosed:
-            pass
-        self.end_connection()
+        self.close_with_error(500)
 
     def _abort(self) -> None:
         conn = self.conn
@@ -656,11 +658,7 @@ class HttpServer(Handler):
                     self._watch_head(session)  # a pipelined head behind a long answer
                     continue
                 logger.debug("nbio.http: header timeout for %r", conn)
-                try:
-                    conn.write(session.h1.error_response(408))
-                except ConnectionClosed:
-                    pass
-                session.end_connection()
+                session.close_with_error(408)
         if self.sessions:
             self._timer = loop.call_later(interval, self._tick, loop, interval)
         else:
