@@ -6,8 +6,10 @@ Engine reasons handed to ``on_close(conn, exc)``:
 * :class:`ClosedByPeer` - the peer closed its side (EOF)
 * :class:`ConnectionResetError` (builtin) or another :class:`OSError` - socket error such as a reset
 * :class:`DeadlineExceeded` - a read, write or idle deadline fired
-* :class:`WriteBufferOverflow` - the peer did not read fast enough and the write queue
-  outgrew ``max_write_buffer``
+* :class:`WriteStalled` - data was queued but the peer accepted no byte of it for
+  ``write_stall_timeout`` seconds (it stopped reading)
+* :class:`WriteBufferOverflow` - more than ``max_write_buffer`` bytes were already queued
+  when a new write arrived (a producer that ignores backpressure)
 * any other exception - raised by a user callback for this connection (it is logged too)
 """
 
@@ -36,6 +38,7 @@ __all__ = [
     "StreamReset",
     "TooManyConnections",
     "WriteBufferOverflow",
+    "WriteStalled",
 ]
 
 
@@ -68,8 +71,22 @@ class DeadlineExceeded(NbioError, TimeoutError):
         self.kind = kind
 
 
+class WriteStalled(DeadlineExceeded):
+    """Bytes were queued for the peer but it accepted none of them for ``timeout`` seconds:
+    the peer stopped reading (``kind`` is ``"stall"``)."""
+
+    def __init__(self, timeout: float, buffered: int) -> None:
+        NbioError.__init__(
+            self, f"write stalled: {buffered} bytes queued, peer read nothing for {timeout:g} s")
+        self.kind = "stall"
+        self.timeout = timeout
+        self.buffered = buffered
+
+
 class WriteBufferOverflow(NbioError):
-    """More bytes are queued for the peer than the connection's ``max_write_buffer`` allows."""
+    """A write arrived while more than ``max_write_buffer`` bytes were already queued for the
+    peer: the producer ignored backpressure (``await conn.drain()`` / ``on_drain``). The
+    message in flight itself may be of any size."""
 
     def __init__(self, buffered: int, limit: int) -> None:
         super().__init__(f"write buffer overflow: {buffered} bytes queued, limit {limit}")
